@@ -1,0 +1,55 @@
+"""Pure schedules: immutable values ``step -> number``, composable, printable, parseable."""
+
+from . import presets as presets
+from ._base import Schedule as Schedule
+from ._clocks import FromEpochs as FromEpochs
+from ._clocks import FromSamples as FromSamples
+from ._clocks import FromTokens as FromTokens
+from ._clocks import from_epochs as from_epochs
+from ._clocks import from_samples as from_samples
+from ._clocks import from_tokens as from_tokens
+from ._combine import Clamp as Clamp
+from ._combine import Minimum as Minimum
+from ._combine import Repeat as Repeat
+from ._combine import Scale as Scale
+from ._combine import Sequence as Sequence
+from ._combine import clamp as clamp
+from ._combine import minimum as minimum
+from ._combine import repeat as repeat
+from ._combine import sequence as sequence
+from ._primitives import Constant as Constant
+from ._primitives import Cosine as Cosine
+from ._primitives import Exponential as Exponential
+from ._primitives import InverseSqrt as InverseSqrt
+from ._primitives import Linear as Linear
+from ._primitives import Multistep as Multistep
+from ._primitives import OneMinusSqrt as OneMinusSqrt
+from ._primitives import Piecewise as Piecewise
+from ._primitives import Polynomial as Polynomial
+from ._primitives import Power as Power
+from ._primitives import Step as Step
+from ._primitives import constant as constant
+from ._primitives import cosine as cosine
+from ._primitives import exponential as exponential
+from ._primitives import inverse_sqrt as inverse_sqrt
+from ._primitives import linear as linear
+from ._primitives import multistep as multistep
+from ._primitives import one_minus_sqrt as one_minus_sqrt
+from ._primitives import piecewise as piecewise
+from ._primitives import polynomial as polynomial
+from ._primitives import power as power
+from ._primitives import step as step
+from ._spec import SpecError as SpecError
+from ._spec import parse as parse
+from ._warmup import Warmup as Warmup
+from ._warmup import untuned_warmup as untuned_warmup
+from ._warmup import warmup as warmup
+
+__all__ = [
+    "Clamp", "Constant", "Cosine", "Exponential", "FromEpochs", "FromSamples", "FromTokens",
+    "InverseSqrt", "Linear", "Minimum", "Multistep", "OneMinusSqrt", "Piecewise", "Polynomial",
+    "Power", "Repeat", "Scale", "Schedule", "Sequence", "SpecError", "Step", "Warmup", "clamp",
+    "constant", "cosine", "exponential", "from_epochs", "from_samples", "from_tokens",
+    "inverse_sqrt", "linear", "minimum", "multistep", "one_minus_sqrt", "parse", "piecewise",
+    "polynomial", "power", "presets", "repeat", "sequence", "step", "untuned_warmup", "warmup",
+]
