@@ -32,6 +32,35 @@ def is_numpy(xp: Namespace) -> bool:
     return bool(aac.is_numpy_namespace(xp))
 
 
+def by_interval(
+    t: Array, xp: Namespace, cuts: tuple[float, ...], branches: list[Callable[[Array], Array]]
+) -> Array:
+    """``branches[i](t)`` where ``cuts[i-1] <= t < cuts[i]`` (``len(branches) == len(cuts) + 1``).
+
+    NumPy evaluates each branch only on its own elements (one pass per element, however many
+    branches); other backends evaluate every branch and select with ``where``, which keeps
+    shapes static for ``jit`` and CUDA graphs. Branches must be safe on any ``t >= 0``.
+    """
+    if is_numpy(xp) and t.ndim > 0:
+        out = np.empty_like(t)
+        if t.ndim == 1 and bool(np.all(t[1:] >= t[:-1])):  # sorted steps: slices, no copies
+            ends = [0, *np.searchsorted(t, cuts, side="left").tolist(), t.size]
+            for i, branch in enumerate(branches):
+                if ends[i] < ends[i + 1]:
+                    out[ends[i] : ends[i + 1]] = branch(t[ends[i] : ends[i + 1]])
+            return out
+        index = np.searchsorted(np.asarray(cuts, dtype=np.float64), t, side="right")
+        for i, branch in enumerate(branches):
+            mask = index == i
+            if mask.any():
+                out[mask] = branch(t[mask])
+        return out
+    out = branches[-1](t)
+    for i in range(len(cuts) - 1, -1, -1):
+        out = xp.where(t < cuts[i], branches[i](t), out)
+    return out
+
+
 class Schedule:
     """A learning-rate (or any hyperparameter) schedule: a pure, immutable function of the step.
 

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
 from . import _check as check
-from ._base import Array, Namespace, Schedule, is_numpy
+from ._base import Array, Namespace, Schedule, by_interval
 
 
 def _set(obj: Schedule, name: str, value: Any) -> None:
@@ -118,22 +118,12 @@ class Sequence(Schedule, spec_name="sequence"):
     def _eval(self, t: Array, xp: Namespace) -> Array:
         assert self.boundaries is not None
         starts = (0.0, *self.boundaries)
-        if is_numpy(xp) and t.ndim > 0:
-            import numpy as np
 
-            # evaluate each part only on its own steps: one pass per element, not one per part
-            index = np.searchsorted(np.asarray(self.boundaries), t, side="right")
-            out = np.empty_like(t)
-            for i, part in enumerate(self.parts):
-                mask = index == i
-                if mask.any():
-                    out[mask] = part._eval(t[mask] - starts[i], xp)
-            return out
-        out = self.parts[-1]._eval(xp.maximum(t - starts[-1], 0.0), xp)
-        for i in range(len(self.parts) - 2, -1, -1):
-            local = xp.maximum(t - starts[i], 0.0)
-            out = xp.where(t < starts[i + 1], self.parts[i]._eval(local, xp), out)
-        return out
+        def branch(i: int) -> Callable[[Array], Array]:
+            part, begin = self.parts[i], starts[i]
+            return lambda u: part._eval(xp.maximum(u - begin, 0.0), xp)
+
+        return by_interval(t, xp, self.boundaries, [branch(i) for i in range(len(self.parts))])
 
 
 def _is_natural(parts: tuple[Schedule, ...], bounds: tuple[float, ...]) -> bool:

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from . import _check as check
-from ._base import Array, Namespace, Schedule
+from ._base import Array, Namespace, Schedule, by_interval
 
 SHAPES = ("linear", "cosine", "exponential")
 
@@ -92,16 +92,20 @@ class Warmup(Schedule, spec_name="warmup"):
     def _eval(self, t: Array, xp: Namespace) -> Array:
         if self.steps == 0:
             return self.schedule._eval(t, xp)
-        x = xp.clip(t / self.steps, 0.0, 1.0)
         peak, start = self.peak, self.start
-        if self.shape == "exponential":
-            ramp = start * (peak / start) ** x
-        else:
+
+        def ramp(u: Array) -> Array:
+            x = xp.clip(u / self.steps, 0.0, 1.0)
+            if self.shape == "exponential":
+                return start * (peak / start) ** x
             if self.shape == "cosine":
                 x = 0.5 * (1.0 - xp.cos(math.pi * x))
-            ramp = start * (1.0 - x) + peak * x
-        after = self.schedule._eval(t if self.overlay else xp.maximum(t - self.steps, 0.0), xp)
-        return xp.where(t < self.steps, ramp, after)
+            return start * (1.0 - x) + peak * x
+
+        def after(u: Array) -> Array:
+            return self.schedule._eval(u if self.overlay else xp.maximum(u - self.steps, 0.0), xp)
+
+        return by_interval(t, xp, (self.steps,), [ramp, after])
 
 
 def _numpy() -> Namespace:
