@@ -43,7 +43,5 @@ def check_norm_type(value: Any) -> float:
         )
     number = float(value)
     if math.isnan(number) or not number > 0:
-        raise ValueError(
-            f"Argument `norm_type` must be > 0 or inf. Received: norm_type={value!r}"
-        )
+        raise ValueError(f"Argument `norm_type` must be > 0 or inf. Received: norm_type={value!r}")
     return number

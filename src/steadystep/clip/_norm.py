@@ -142,7 +142,7 @@ def clip_by_global_norm(
     Examples:
         >>> import numpy as np
         >>> clipped, norm = clip_by_global_norm([np.array([3.0]), np.array([4.0])], 1.0)
-        >>> float(norm), [float(c[0]) for c in clipped]
+        >>> float(norm), [round(float(c[0]), 6) for c in clipped]
         (5.0, [0.6, 0.8])
         >>> clipped, _ = clip_by_global_norm([np.array([3.0])], 10.0)
         >>> float(clipped[0][0])
@@ -170,7 +170,7 @@ def clip_by_norm(
 
     Examples:
         >>> import numpy as np
-        >>> clip_by_norm(np.array([3.0, 4.0]), 1.0).tolist()
+        >>> clip_by_norm(np.array([3.0, 4.0]), 1.0).round(6).tolist()
         [0.6, 0.8]
         >>> clip_by_norm(np.array([[3.0, 4.0], [0.3, 0.4]]), 1.0, axes=1).round(6).tolist()
         [[0.6, 0.8], [0.3, 0.4]]
