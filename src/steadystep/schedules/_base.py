@@ -154,7 +154,7 @@ def _bad_step(message: str, value: Any) -> ValueError:
 
 
 def _prepare_steps(step: Any) -> tuple[Array, Namespace, Callable[[Array], Any]]:
-    if isinstance(step, bool) or isinstance(step, np.bool_):
+    if isinstance(step, (bool, np.bool_)):
         raise TypeError(f"Argument `step` must be a number or an array. Received: step={step!r}")
     if isinstance(step, numbers.Real):
         value = float(step)
@@ -173,11 +173,12 @@ def _prepare_steps(step: Any) -> tuple[Array, Namespace, Callable[[Array], Any]]
             f"Received: step={step!r} of type {type(step).__name__}"
         ) from None
     if xp.isdtype(step.dtype, "bool") or not xp.isdtype(step.dtype, ("integral", "real floating")):
-        raise TypeError(f"Argument `step` must hold integers or floats. Received dtype {step.dtype}")
+        raise TypeError(
+            f"Argument `step` must hold integers or floats. Received dtype {step.dtype}"
+        )
     dtype = _float_dtype(xp, step)
-    if aac.is_torch_namespace(xp) and step.device.type == "cpu":
-        if bool((step < 0).any()):
-            raise _bad_step(">= 0", step)
+    if aac.is_torch_namespace(xp) and step.device.type == "cpu" and bool((step < 0).any()):
+        raise _bad_step(">= 0", step)
     t = step if step.dtype == dtype else xp.astype(step, dtype)
     return t, xp, _identity
 
@@ -189,7 +190,9 @@ def _identity(x: Array) -> Array:
 def _prepare_numpy(step: np.ndarray[Any, Any]) -> tuple[Array, Namespace, Callable[[Array], Any]]:
     kind = step.dtype.kind
     if kind not in "iuf":
-        raise TypeError(f"Argument `step` must hold integers or floats. Received dtype {step.dtype}")
+        raise TypeError(
+            f"Argument `step` must hold integers or floats. Received dtype {step.dtype}"
+        )
     t = step.astype(np.float64, copy=False)
     if kind == "f":
         bad = ~np.isfinite(t) | (t != np.floor(t))
@@ -206,7 +209,7 @@ def _float_dtype(xp: Namespace, x: Array) -> Any:
     if aac.is_jax_namespace(xp):
         import jax
 
-        return xp.float64 if jax.config.read("jax_enable_x64") else xp.float32
+        return xp.float64 if jax.config.read("jax_enable_x64") else xp.float32  # type: ignore[no-untyped-call]
     if aac.is_torch_namespace(xp) and x.device.type == "mps":
         return xp.float32
     return xp.float64

@@ -74,9 +74,7 @@ def choice(name: str, value: Any, options: Iterable[str]) -> str:
     options = tuple(options)
     if not isinstance(value, str) or value not in options:
         listed = ", ".join(repr(o) for o in options)
-        raise ValueError(
-            f"Argument `{name}` must be one of {listed}. Received: {name}={value!r}"
-        )
+        raise ValueError(f"Argument `{name}` must be one of {listed}. Received: {name}={value!r}")
     return value
 
 

@@ -98,7 +98,9 @@ class FromTokens(Schedule, spec_name="from_tokens"):
     def __post_init__(self) -> None:
         _inner(self.schedule)
         _set(
-            self, "tokens_per_step", check.integer("tokens_per_step", self.tokens_per_step, minimum=1)
+            self,
+            "tokens_per_step",
+            check.integer("tokens_per_step", self.tokens_per_step, minimum=1),
         )
 
     @property

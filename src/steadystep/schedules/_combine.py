@@ -1,4 +1,4 @@
-"""Combinators: sequence (``a >> b``), scaling (``s * k``), minimum, clamp (floor/ceiling), repeat."""
+"""Combinators: sequence (``a >> b``), scaling (``s * k``), minimum, clamp, repeat."""
 
 from __future__ import annotations
 

@@ -200,7 +200,7 @@ class OneMinusSqrt(Schedule, spec_name="one_minus_sqrt"):
 
 @dataclass(frozen=True, repr=False)
 class Exponential(Schedule, spec_name="exponential"):
-    """``start * rate ** (t / every)`` (``floor(t / every)`` with ``staircase``), clamped at ``end``.
+    """``start * rate ** (t / every)``, the exponent floored with ``staircase``, clamped at ``end``.
 
     ``end`` is a floor when ``rate < 1`` and a ceiling when ``rate > 1``; ``None`` means no clamp.
     Same as ``tf.train.exponential_decay(start, t, every, rate, staircase)``.

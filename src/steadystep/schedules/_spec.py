@@ -212,7 +212,9 @@ class _Parser:
                 if text in constants:
                     return constants[text]
                 if self.peek()[1] != "(":
-                    raise self.error(f"unknown name {text!r} (schedules are called: name(...))", pos)
+                    raise self.error(
+                        f"unknown name {text!r} (schedules are called: name(...))", pos
+                    )
                 return self.call(text, pos)
             if self.take("("):
                 value = self.sequence()
@@ -264,10 +266,15 @@ class _Parser:
         return self.build(target, tuple(args), kwargs, pos)
 
     def build(
-        self, target: Callable[..., Schedule], args: tuple[Any, ...], kwargs: dict[str, Any], pos: int
+        self,
+        target: Callable[..., Schedule],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        pos: int,
     ) -> Schedule:
         try:
-            return _construct(target, args, kwargs)
+            result: Schedule = _construct(target, args, kwargs)
+            return result
         except (TypeError, ValueError) as exc:
             raise self.error(str(exc), pos) from None
 
@@ -292,7 +299,7 @@ def _construct(target: Callable[..., Schedule], args: tuple[Any, ...], kw: dict[
                     f"{target.spec_name}() has no argument {key!r}; its arguments: "
                     f"{', '.join(names)}"
                 )
-        kw = {**dict(zip(target.positional, args)), **kw}
+        kw = {**dict(zip(target.positional, args, strict=False)), **kw}
         missing = [f.name for f in dataclasses.fields(target) if f.name not in kw and _required(f)]  # type: ignore[arg-type]
         if missing:
             raise TypeError(f"{target.spec_name}() is missing argument(s): {', '.join(missing)}")
@@ -341,7 +348,9 @@ def _plain_value(value: Any, path: str, depth: int) -> Any:
         return tuple(_plain_value(v, f"{path}[{i}]", depth + 1) for i, v in enumerate(value))
     if value is None or isinstance(value, (bool, int, float, str)):
         return value
-    raise TypeError(f"{path} must be a number, string, bool, None, list or dict. Received: {value!r}")
+    raise TypeError(
+        f"{path} must be a number, string, bool, None, list or dict. Received: {value!r}"
+    )
 
 
 def parse(spec: str | Mapping[str, Any]) -> Schedule:
@@ -352,12 +361,11 @@ def parse(spec: str | Mapping[str, Any]) -> Schedule:
     0.001
     >>> parse(repr(s)) == s == parse(s.to_dict())
     True
-    >>> parse("cosine(1.0, 0.0, steps=-5)")
-    Traceback (most recent call last):
-    ...
-    steadystep.schedules._spec.SpecError: Invalid schedule spec at column 1: Argument `steps` must be > 0. Received: steps=-5
-      cosine(1.0, 0.0, steps=-5)
-      ^
+    >>> try:
+    ...     parse("warmup(cosin(1.0, 0.0, steps=5), steps=2)")
+    ... except SpecError as error:
+    ...     print(error.position, error.message[:24])
+    7 unknown schedule 'cosin'
     """
     if isinstance(spec, Mapping):
         return _from_dict(spec, "spec")

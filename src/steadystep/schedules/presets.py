@@ -146,7 +146,8 @@ def _phase_steps(total_steps: int, pct_start: float, phases: int) -> int:
     up = round(pct_start * total_steps)
     if up < 1 or phases * up >= total_steps:
         raise check.fail(
-            "pct_start", f"such that 1 <= round(pct_start * total_steps) < total_steps / {phases}",
+            "pct_start",
+            f"such that 1 <= round(pct_start * total_steps) < total_steps / {phases}",
             pct_start,
         )
     return up
@@ -182,7 +183,11 @@ def one_cycle(
     up = _phase_steps(total, pct_start, 2 if check.flag("three_phase", three_phase) else 1)
     if three_phase:
         return Sequence(
-            (curve(initial, peak, up), curve(peak, initial, up), curve(initial, final, total - 2 * up))
+            (
+                curve(initial, peak, up),
+                curve(peak, initial, up),
+                curve(initial, final, total - 2 * up),
+            )
         )
     return Sequence((curve(initial, peak, up), curve(peak, final, total - up)))
 
@@ -229,8 +234,8 @@ def sgdr(
     Cycle ``i`` lasts ``period * period_mul**i`` steps and is scaled by ``decay**i``.
 
     >>> s = sgdr(1.0, 0.0, period=10, warmup_steps=5)
-    >>> s(5), s(15), s(20) == s(5)
-    (1.0, 0.0, True)
+    >>> [round(s(t), 6) for t in (0, 5, 10, 14, 15)]  # restarts at 15, not warming up again
+    [0.0, 1.0, 0.5, 0.02447, 1.0]
 
     References: Loshchilov & Hutter 2017, "SGDR: Stochastic Gradient Descent with Warm Restarts".
     """
