@@ -235,7 +235,7 @@ def sgdr(
 
     >>> s = sgdr(1.0, 0.0, period=10, warmup_steps=5)
     >>> [round(s(t), 6) for t in (0, 5, 10, 14, 15)]  # restarts at 15, not warming up again
-    [0.0, 1.0, 0.5, 0.02447, 1.0]
+    [0.0, 1.0, 0.5, 0.024472, 1.0]
 
     References: Loshchilov & Hutter 2017, "SGDR: Stochastic Gradient Descent with Warm Restarts".
     """
