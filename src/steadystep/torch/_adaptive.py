@@ -1,0 +1,392 @@
+"""Stateful adaptive clippers for PyTorch: AGC, AutoClip, ZClip and SpikeSkip.
+
+Each is built from the parameters and the rule's hyperparameters; ``clip()``
+clips the gradients in place and returns the norm before clipping (fp32, 0-dim),
+``last`` holds the :class:`~steadystep.torch.ClipResult` of the latest call, and
+``state_dict()`` / ``load_state_dict()`` resume exactly (plain Python values and
+tensors, loadable with ``torch.load(weights_only=True)``). The rules' maths is
+``steadystep.clip`` (shared with the JAX adapters); statistics stay on the
+gradients' device, so no clipper syncs per step on GPU (except ``nonfinite="raise"``
+and skipping with a non-fused optimizer, as documented on ``clip_grad_norm_``).
+
+References:
+    Brock et al. (2021) https://arxiv.org/abs/2102.06171 (AGC);
+    Seetharaman et al. (2020) https://arxiv.org/abs/2007.14469 (AutoClip);
+    Kumar et al. (2025) https://arxiv.org/abs/2504.02507 (ZClip);
+    Team OLMo (2024) https://arxiv.org/abs/2501.00656 (skipping spikes).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from steadystep.clip import _rules
+from steadystep.clip._checks import check_norm_type, check_positive
+
+from ._clip import (
+    ClipResult,
+    GradSet,
+    apply_skip,
+    as_parameters,
+    check_max_norm,
+    check_nonfinite,
+    clip_with_threshold,
+)
+
+__all__ = ["AGC", "AutoClip", "SpikeSkip", "ZClip"]
+
+
+class _Clipper:
+    """Shared plumbing: parameters, norm, non-finite policy, report, state."""
+
+    _hyper: tuple[str, ...] = ()
+
+    def __init__(
+        self,
+        params: Tensor | Iterable[Tensor],
+        *,
+        norm_type: float | str = 2.0,
+        nonfinite: str = "propagate",
+        optimizer: torch.optim.Optimizer | None = None,
+        process_group: Any = None,
+    ) -> None:
+        self.params = as_parameters(params)
+        self.norm_type = check_norm_type(norm_type)
+        self.nonfinite = check_nonfinite(nonfinite)
+        self.optimizer = optimizer
+        self.process_group = process_group
+        self.last: ClipResult | None = None
+        self.device = self.params[0].device if self.params else torch.device("cpu")
+        self._like = torch.zeros((), device=self.device)
+
+    def _norm(self) -> tuple[GradSet, Tensor]:
+        gs = GradSet(self.params)
+        return gs, gs.norm(self.norm_type, process_group=self.process_group)
+
+    def _finish(self, result: ClipResult) -> Tensor:
+        self.last = result
+        return result.norm
+
+    def _tensors(self) -> dict[str, Tensor]:
+        return {}
+
+    def state_dict(self) -> dict[str, Any]:
+        """Hyperparameters (JSON-safe) and statistics (CPU tensors)."""
+        state: dict[str, Any] = {name: getattr(self, name) for name in self._hyper}
+        state.update({k: v.detach().cpu().clone() for k, v in self._tensors().items()})
+        return state
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Restore :meth:`state_dict`; statistics move to the parameters' device."""
+        for name in self._hyper:
+            if name in state_dict:
+                setattr(self, name, state_dict[name])
+        self._load_tensors(
+            {
+                k: v.to(self.device)
+                for k, v in state_dict.items()
+                if isinstance(v, Tensor) and k in self._tensors()
+            }
+        )
+
+    def _load_tensors(self, tensors: dict[str, Tensor]) -> None:  # pragma: no cover
+        pass
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{name}={getattr(self, name)!r}" for name in self._hyper)
+        return f"{type(self).__name__}({len(self.params)} parameters, {args})"
+
+
+class AGC(_Clipper):
+    """Adaptive gradient clipping, unit-wise (Brock et al. 2021).
+
+    For each output unit ``i`` of each parameter (PyTorch layout: dim 0 is the output):
+    ``G_i <- G_i * clipping * max(||W_i||, eps) / ||G_i||`` when that shrinks it.
+    Defaults as the paper and timm: ``clipping=0.01``, ``eps=1e-3``. The paper leaves
+    the final classifier unclipped: pass only the parameters to clip.
+
+    ``last.coefficient`` is the smallest unit factor applied; ``last.threshold`` is inf.
+
+    Examples:
+        >>> import torch
+        >>> w = torch.nn.Parameter(torch.ones(2, 2))
+        >>> w.grad = torch.tensor([[1.0, 0.0], [0.0, 0.001]])
+        >>> agc = AGC([w], clipping=0.01)
+        >>> round(float(agc.clip()), 4)
+        1.0
+        >>> w.grad  # row 0 clipped to 0.01 * ||W_0||, row 1 already small
+        tensor([[0.0141, 0.0000],
+                [0.0000, 0.0010]])
+    """
+
+    _hyper = ("clipping", "eps")
+
+    def __init__(
+        self,
+        params: Tensor | Iterable[Tensor],
+        clipping: float = 0.01,
+        eps: float = 1e-3,
+        *,
+        nonfinite: str = "propagate",
+        optimizer: torch.optim.Optimizer | None = None,
+    ) -> None:
+        super().__init__(params, nonfinite=nonfinite, optimizer=optimizer)
+        _rules._check_agc(clipping, eps)
+        self.clipping = float(clipping)
+        self.eps = float(eps)
+
+    @torch.no_grad()
+    def clip(self) -> Tensor:
+        """Clip unit-wise in place; return the global L2 norm before clipping."""
+        gs, total = self._norm()
+        inf = torch.tensor(math.inf, device=total.device)
+        result = clip_with_threshold(gs, total, inf, nonfinite=self.nonfinite, optimizer=None)
+        if self.nonfinite == "skip":
+            apply_skip(result.skipped, self.params, self.optimizer)
+        smallest = torch.ones((), dtype=torch.float32, device=total.device)
+        for p in self.params:
+            g = p.grad
+            if g is None:
+                continue
+            factor = _rules.agc_scale(g, p.detach(), clipping=self.clipping, eps=self.eps)
+            g.mul_(factor.to(g.dtype))
+            smallest = torch.minimum(smallest, factor.min().to(smallest.device))
+        return self._finish(result._replace(coefficient=smallest, clipped=smallest < 1.0))
+
+
+class AutoClip(_Clipper):
+    """AutoClip (Seetharaman et al. 2020): clip to a percentile of past gradient norms.
+
+    Each call records the norm, then clips to the ``percentile``-th percentile of the
+    last ``history`` finite norms (the current one included, as in the paper).
+    The paper's recommended ``percentile=10``; the history is bounded (default 1000).
+
+    Examples:
+        >>> import torch
+        >>> w = torch.nn.Parameter(torch.zeros(1))
+        >>> clipper = AutoClip([w], percentile=50.0, history=4)
+        >>> for g in [1.0, 3.0, 2.0]:
+        ...     w.grad = torch.tensor([g])
+        ...     norm = clipper.clip()
+        >>> float(clipper.last.threshold), w.grad.tolist()
+        (2.0, [2.0])
+    """
+
+    _hyper = ("percentile", "history")
+
+    def __init__(
+        self,
+        params: Tensor | Iterable[Tensor],
+        percentile: float = 10.0,
+        history: int = 1000,
+        *,
+        norm_type: float | str = 2.0,
+        nonfinite: str = "propagate",
+        optimizer: torch.optim.Optimizer | None = None,
+        process_group: Any = None,
+    ) -> None:
+        super().__init__(
+            params,
+            norm_type=norm_type,
+            nonfinite=nonfinite,
+            optimizer=optimizer,
+            process_group=process_group,
+        )
+        if not isinstance(percentile, (int, float)) or not 0.0 < float(percentile) <= 100.0:
+            raise ValueError(
+                f"Argument `percentile` must be in (0, 100]. Received: percentile={percentile!r}"
+            )
+        self.percentile = float(percentile)
+        self.history = int(history)
+        self._state = _rules.autoclip_init(self.history, like=self._like)
+
+    def _tensors(self) -> dict[str, Tensor]:
+        return {"values": self._state.values, "count": self._state.count}
+
+    def _load_tensors(self, tensors: dict[str, Tensor]) -> None:
+        self._state = _rules.NormHistory(tensors["values"], tensors["count"])
+
+    @torch.no_grad()
+    def clip(self) -> Tensor:
+        """Record the norm, clip to the history's percentile; return the pre-clip norm."""
+        gs, total = self._norm()
+        self._state, threshold = _rules.autoclip_step(
+            self._state, total, percentile=self.percentile
+        )
+        return self._finish(
+            clip_with_threshold(
+                gs, total, threshold, nonfinite=self.nonfinite, optimizer=self.optimizer
+            )
+        )
+
+
+class ZClip(_Clipper):
+    """ZClip (Kumar et al. 2025): z-score spike clipping against EMA norm statistics.
+
+    See :func:`steadystep.clip.zclip_step` for the formulas. Defaults as the paper:
+    ``alpha=0.97``, ``z_thresh=2.5``, 25 warm-up steps; ``max_norm`` optionally adds a
+    fixed cap (also during warm-up).
+
+    Examples:
+        >>> import torch
+        >>> w = torch.nn.Parameter(torch.zeros(1))
+        >>> z = ZClip([w], warmup_steps=3)
+        >>> for g in [1.0, 1.1, 0.9, 10.0]:
+        ...     w.grad = torch.tensor([g])
+        ...     norm = z.clip()
+        >>> bool(z.last.clipped), round(float(w.grad), 3)  # 1 + 2.5**2 * std / z
+        (True, 1.005)
+    """
+
+    _hyper = (
+        "alpha",
+        "z_thresh",
+        "warmup_steps",
+        "mode",
+        "clip_option",
+        "clip_factor",
+        "skip_update_on_spike",
+        "max_norm",
+    )
+
+    def __init__(
+        self,
+        params: Tensor | Iterable[Tensor],
+        alpha: float = 0.97,
+        z_thresh: float = 2.5,
+        warmup_steps: int = 25,
+        *,
+        mode: str = "zscore",
+        clip_option: str = "adaptive_scaling",
+        clip_factor: float = 1.0,
+        skip_update_on_spike: bool = False,
+        max_norm: float | None = None,
+        norm_type: float | str = 2.0,
+        nonfinite: str = "propagate",
+        optimizer: torch.optim.Optimizer | None = None,
+        process_group: Any = None,
+    ) -> None:
+        super().__init__(
+            params,
+            norm_type=norm_type,
+            nonfinite=nonfinite,
+            optimizer=optimizer,
+            process_group=process_group,
+        )
+        self.alpha, self.z_thresh, self.warmup_steps = alpha, z_thresh, warmup_steps
+        self.mode, self.clip_option, self.clip_factor = mode, clip_option, clip_factor
+        self.skip_update_on_spike = bool(skip_update_on_spike)
+        self.max_norm = None if max_norm is None else check_positive("max_norm", max_norm)
+        self._state = _rules.zclip_init(like=self._like)
+        _rules.zclip_step(self._state, self._like, **self._rule_args())  # validates arguments
+
+    def _rule_args(self) -> dict[str, Any]:
+        return {
+            "alpha": self.alpha,
+            "z_thresh": self.z_thresh,
+            "warmup_steps": self.warmup_steps,
+            "mode": self.mode,
+            "clip_option": self.clip_option,
+            "clip_factor": self.clip_factor,
+            "skip_update_on_spike": self.skip_update_on_spike,
+        }
+
+    def _tensors(self) -> dict[str, Tensor]:
+        return {"mean": self._state.mean, "var": self._state.var, "count": self._state.count}
+
+    def _load_tensors(self, tensors: dict[str, Tensor]) -> None:
+        self._state = _rules.ZClipState(tensors["mean"], tensors["var"], tensors["count"])
+
+    @torch.no_grad()
+    def clip(self) -> Tensor:
+        """Clip a spike to its ZClip threshold, update the statistics; return the pre-clip norm."""
+        gs, total = self._norm()
+        self._state, threshold = _rules.zclip_step(self._state, total, **self._rule_args())
+        if self.max_norm is not None:
+            threshold = torch.clamp(threshold, max=self.max_norm)
+        return self._finish(
+            clip_with_threshold(
+                gs, total, threshold, nonfinite=self.nonfinite, optimizer=self.optimizer
+            )
+        )
+
+
+class SpikeSkip(_Clipper):
+    """Skip the update whose gradient norm is an outlier of its recent history (as OLMo).
+
+    A spike is ``|norm - mean| > sigma * std`` over the previous ``window`` finite
+    norms (tested once ``min_history`` were seen, default ``max(20, window // 2)``),
+    or a non-finite norm. A spike makes the next ``optimizer.step()`` change nothing
+    (see ``clip_grad_norm_(nonfinite="skip")``: pass a fused optimizer to skip on GPU
+    without a sync). ``max_norm`` optionally clips the other steps as
+    ``clip_grad_norm_`` does.
+
+    Examples:
+        >>> import torch
+        >>> w = torch.nn.Parameter(torch.zeros(1))
+        >>> opt = torch.optim.SGD([w], lr=1.0)
+        >>> guard = SpikeSkip([w], window=8, min_history=3, optimizer=opt)
+        >>> for g in [1.0, 1.1, 0.9, 1.0, 100.0]:
+        ...     w.grad = torch.tensor([g])
+        ...     norm = guard.clip()
+        >>> bool(guard.last.skipped), w.grad
+        (True, None)
+    """
+
+    _hyper = ("window", "sigma", "min_history", "max_norm")
+
+    def __init__(
+        self,
+        params: Tensor | Iterable[Tensor],
+        window: int = 128,
+        sigma: float = 6.0,
+        *,
+        min_history: int | None = None,
+        max_norm: float | None = None,
+        optimizer: torch.optim.Optimizer | None = None,
+        norm_type: float | str = 2.0,
+        process_group: Any = None,
+    ) -> None:
+        super().__init__(
+            params,
+            norm_type=norm_type,
+            nonfinite="skip",
+            optimizer=optimizer,
+            process_group=process_group,
+        )
+        self.window = int(window)
+        self.sigma = check_positive("sigma", sigma)
+        self.min_history = max(20, self.window // 2) if min_history is None else min_history
+        self.max_norm = None if max_norm is None else float(check_max_norm(max_norm))
+        self._state = _rules.spike_init(self.window, like=self._like)
+        _rules.spike_step(self._state, self._like, sigma=self.sigma, min_history=self.min_history)
+
+    def _tensors(self) -> dict[str, Tensor]:
+        return {"values": self._state.values, "count": self._state.count}
+
+    def _load_tensors(self, tensors: dict[str, Tensor]) -> None:
+        self._state = _rules.NormHistory(tensors["values"], tensors["count"])
+
+    @torch.no_grad()
+    def clip(self) -> Tensor:
+        """Flag a spike (skip the next step) and clip to ``max_norm``; return the norm."""
+        gs, total = self._norm()
+        self._state, spike = _rules.spike_step(
+            self._state, total, sigma=self.sigma, min_history=self.min_history
+        )
+        threshold = math.inf if self.max_norm is None else self.max_norm
+        return self._finish(
+            clip_with_threshold(
+                gs,
+                total,
+                threshold,
+                nonfinite="skip",
+                optimizer=self.optimizer,
+                extra_skip=spike,
+            )
+        )

@@ -1,0 +1,490 @@
+"""In-place gradient clipping for PyTorch: exact, honest about non-finite norms, fast.
+
+``clip_grad_norm_`` gives the same numbers as ``torch.nn.utils.clip_grad_norm_``
+(``coef = min(1, max_norm / (norm + 1e-6))``, the norm of the per-tensor norms)
+and adds: an fp32 norm whatever the gradient dtype, an explicit non-finite
+policy, skipping of the next optimizer step, contiguous-buffer detection, the
+multiply-by-1 pass elided on CPU, distributed norms and a no-sync report.
+torch's ``torch/nn/utils/clip_grad.py`` and ``torch/optim/adam.py`` (its
+``found_inf`` handling) and ``torch/amp/grad_scaler.py`` were read to match their
+behaviour; no code was copied.
+
+References:
+    Pascanu, Mikolov, Bengio (2013). On the difficulty of training recurrent
+    neural networks. ICML. https://arxiv.org/abs/1211.5063
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from typing import Any, Literal, NamedTuple, overload
+
+import torch
+from torch import Tensor
+
+from steadystep.clip._checks import check_norm_type, check_positive
+
+from . import _distributed as _dist
+from ._contiguous import flat_plan
+
+__all__ = ["ClipResult", "clip_grad_norm_", "clip_grad_value_"]
+
+Nonfinite = Literal["propagate", "raise", "skip"]
+_NONFINITE = ("propagate", "raise", "skip")
+_EPS = 1e-6  # torch's clip_grad_norm_ adds the same to the norm in the coefficient
+
+
+class ClipResult(NamedTuple):
+    """What one clipping call did, as device tensors (reading them is the only sync).
+
+    Attributes:
+        norm: total gradient norm before clipping (fp32, 0-dim).
+        threshold: the largest norm allowed (``inf`` when nothing is enforced).
+        coefficient: factor applied to the gradients (1 when not clipped).
+        clipped: bool, ``coefficient < 1``.
+        skipped: bool, the next optimizer step is skipped (non-finite norm or spike).
+    """
+
+    norm: Tensor
+    threshold: Tensor
+    coefficient: Tensor
+    clipped: Tensor
+    skipped: Tensor
+
+
+# ------------------------------------------------------------------ arguments
+
+
+def as_parameters(parameters: Any) -> list[Tensor]:
+    """List of distinct tensors from a tensor, an iterable of tensors or param groups."""
+    if isinstance(parameters, Tensor):
+        return [parameters]
+    if isinstance(parameters, (str, bytes, dict)) or not isinstance(parameters, Iterable):
+        raise TypeError(
+            "Argument `parameters` must be a tensor or an iterable of tensors (e.g. "
+            f"model.parameters()). Received: parameters={parameters!r}"
+        )
+    params: list[Any] = list(parameters)
+    # type checks per distinct type, not per element: 20,000 tensors cost ~nothing
+    if not all(issubclass(kind, Tensor) for kind in set(map(type, params))):
+        flat: list[Any] = []
+        for item in params:
+            if isinstance(item, dict) and "params" in item:  # optimizer.param_groups
+                flat.extend(as_parameters(item["params"]))
+            elif isinstance(item, Tensor):
+                flat.append(item)
+            else:
+                raise TypeError(
+                    "Argument `parameters` must hold tensors. Received: an element of type "
+                    f"{type(item).__name__}"
+                )
+        params = flat
+    if len(set(map(id, params))) != len(params):  # a parameter passed twice counts once
+        params = list({id(p): p for p in params}.values())
+    return params
+
+
+def collect_grads(params: list[Tensor]) -> list[Tensor]:
+    """Gradients of ``params`` (those that have one), refusing gradients passed as params."""
+    grads = [p.grad for p in params]
+    present = [g for g in grads if g is not None]
+    if len(present) != len(grads):
+        for i, p in enumerate(params):
+            if grads[i] is None and not p.requires_grad and not isinstance(p, torch.nn.Parameter):
+                raise TypeError(
+                    "Argument `parameters` must hold the parameters (whose .grad is clipped), "
+                    f"not gradients. Received: element {i} is a tensor of shape "
+                    f"{tuple(p.shape)} that does not require grad and has no .grad; pass "
+                    "model.parameters() instead of [p.grad for p in ...]"
+                )
+    return present
+
+
+def check_nonfinite(nonfinite: Any) -> str:
+    if nonfinite not in _NONFINITE:
+        raise ValueError(
+            "Argument `nonfinite` must be one of 'propagate', 'raise', 'skip'. "
+            f"Received: nonfinite={nonfinite!r}"
+        )
+    return str(nonfinite)
+
+
+def check_max_norm(max_norm: Any) -> float | Tensor:
+    if isinstance(max_norm, Tensor):
+        if max_norm.numel() != 1:
+            raise ValueError(
+                "Argument `max_norm` must be a number or a one-element tensor. "
+                f"Received: max_norm of shape {tuple(max_norm.shape)}"
+            )
+        return max_norm
+    return check_positive("max_norm", max_norm)
+
+
+# ---------------------------------------------------------------------- norms
+
+
+def _grouped(tensors: list[Tensor]) -> dict[tuple[torch.device, torch.dtype], list[Tensor]]:
+    try:
+        from torch.utils._foreach_utils import _group_tensors_by_device_and_dtype
+
+        raw = _group_tensors_by_device_and_dtype([tensors])  # type: ignore[list-item]
+        return {key: lists[0] for key, (lists, _) in raw.items()}
+    except ImportError:  # pragma: no cover - very old or very new torch
+        out: dict[tuple[torch.device, torch.dtype], list[Tensor]] = {}
+        for t in tensors:
+            out.setdefault((t.device, t.dtype), []).append(t)
+        return out
+
+
+def _foreach_ok(device: torch.device, foreach: bool | None) -> bool:
+    from torch.utils._foreach_utils import _device_has_foreach_support
+
+    supported = bool(_device_has_foreach_support(device))
+    if foreach and not supported:
+        raise RuntimeError(
+            f"foreach=True was passed, but the foreach API does not support {device.type} tensors"
+        )
+    return supported if foreach is None else bool(foreach)
+
+
+def _acc_dtype(dtype: torch.dtype) -> torch.dtype | None:
+    """Accumulation dtype override: fp32 for half types, None (unchanged) otherwise."""
+    return torch.float32 if dtype in (torch.float16, torch.bfloat16) else None
+
+
+class GradSet:
+    """Gradients of one clipping call, arranged for norm and scaling."""
+
+    def __init__(
+        self, params: list[Tensor], duplicates: Iterable[Tensor] = (), *, contiguous: bool = True
+    ) -> None:
+        self.params = params
+        grads = collect_grads(params)
+        plain, self.dtensors = _dist.split_dtensors(grads)
+        dup_ids = {id(p) for p in as_parameters(list(duplicates))} if duplicates else set()
+        self.duplicate_grads: list[Tensor] = []
+        if dup_ids:
+            self.duplicate_grads = [
+                p.grad for p in params if id(p) in dup_ids and p.grad is not None
+            ]
+            dup_grad_ids = {id(g) for g in self.duplicate_grads}
+            plain = [g for g in plain if id(g) not in dup_grad_ids]
+        if contiguous and len(plain) > 1:
+            flats, others = flat_plan(plain)
+            self.counted = flats + others
+        else:
+            self.counted = plain
+        self.empty = not grads
+        self.device = grads[0].device if grads else (params[0].device if params else None)
+        if self.device is not None and self.device.type == "meta":
+            raise ValueError(
+                "Argument `parameters` has gradients on the 'meta' device, which hold no "
+                "values to clip."
+            )
+        devices = {g.device for g in self.counted}
+        if any(d.type == "meta" for d in devices):
+            raise ValueError(
+                "Argument `parameters` mixes 'meta' tensors (no values) with real ones. "
+                f"Received devices: {sorted(str(d) for d in devices)}"
+            )
+
+    def scaled_tensors(self) -> list[Tensor]:
+        local = [_dist.local_tensor(g) for g in self.dtensors]
+        if self.duplicate_grads:
+            dup = self.duplicate_grads
+            flats, others = flat_plan(dup) if len(dup) > 1 else ([], dup)
+            return self.counted + flats + others + local
+        return self.counted + local
+
+    def norm(
+        self,
+        norm_type: float,
+        *,
+        foreach: bool | None = None,
+        process_group: Any = None,
+    ) -> Tensor:
+        """Total norm in the accumulation dtype (fp32, or fp64 for fp64 grads)."""
+        p = norm_type
+        device = self.device if self.device is not None else torch.device("cpu")
+        parts: list[Tensor] = []
+        for (dev, dtype), tensors in _grouped(self.counted).items():
+            acc = _acc_dtype(dtype)
+            if _foreach_ok(dev, foreach):
+                parts.extend(torch._foreach_norm(tensors, p, dtype=acc))
+            else:
+                parts.extend(torch.linalg.vector_norm(t, p, dtype=acc) for t in tensors)
+        if parts:
+            dtype = parts[0].dtype
+            for part in parts[1:]:
+                dtype = torch.promote_types(dtype, part.dtype)
+            stacked = torch.stack([t.to(device=device, dtype=dtype) for t in parts])
+        else:
+            stacked = torch.zeros(0, dtype=torch.float32, device=device)
+        if not self.dtensors and process_group is None:
+            if not parts:
+                return torch.zeros((), dtype=torch.float32, device=device)
+            return torch.linalg.vector_norm(stacked, p)  # same arithmetic as torch
+        inf = math.isinf(p)
+        if parts:
+            local = stacked.max() if inf else stacked.pow(p).sum()
+        else:
+            local = torch.zeros((), dtype=torch.float32, device=device)
+        if self.dtensors:
+            sharded = _dist.dtensor_power_sum(self.dtensors, p, device).to(local.dtype)
+            local = torch.maximum(local, sharded) if inf else local + sharded
+        if process_group is not None:
+            local = _dist.reduce_power_sum(local, p, process_group)
+        if inf or p == 1.0:
+            return local
+        return local.pow(1.0 / p)
+
+
+# ---------------------------------------------------------------- skip policy
+
+
+def _fused(optimizer: torch.optim.Optimizer) -> bool:
+    return bool(getattr(optimizer, "_step_supports_amp_scaling", False)) and all(
+        group.get("fused") for group in optimizer.param_groups
+    )
+
+
+def _arm_found_inf(optimizer: torch.optim.Optimizer, skip: Tensor) -> None:
+    """Make the next ``optimizer.step()`` of a fused optimizer a no-op when ``skip`` is true.
+
+    Fused torch optimizers (Adam, AdamW, SGD, Adagrad with ``fused=True``) read an
+    ``optimizer.found_inf`` tensor, as set by ``GradScaler``: they leave parameters
+    and state unchanged (step counts are restored) when it is non-zero, on device,
+    without a host sync. A one-shot pre-hook sets it (combined with a GradScaler's
+    own, if that is already there) and a post-hook removes what it set.
+    """
+    flag = skip.to(torch.float32)
+    pending = getattr(optimizer, "_steadystep_skip", None)
+    if pending is not None:  # several clippers before one step: skip if any says so
+        optimizer._steadystep_skip = torch.maximum(pending, flag)  # type: ignore[attr-defined]
+        return
+    optimizer._steadystep_skip = flag  # type: ignore[attr-defined]
+    handles: list[Any] = []
+
+    def pre_hook(opt: Any, args: Any, kwargs: Any) -> None:
+        ours = opt.__dict__.pop("_steadystep_skip")
+        existing = getattr(opt, "found_inf", None)
+        if existing is None:
+            opt.found_inf = ours
+            opt._steadystep_owned = ours
+        else:  # GradScaler put its own; it will delete it after the step
+            opt.found_inf = torch.maximum(existing, ours.to(existing.device))
+
+    def post_hook(opt: Any, args: Any, kwargs: Any) -> None:
+        owned = opt.__dict__.pop("_steadystep_owned", None)
+        if owned is not None and getattr(opt, "found_inf", None) is owned:
+            del opt.found_inf
+        for handle in handles:
+            handle.remove()
+
+    handles.append(optimizer.register_step_pre_hook(pre_hook))
+    handles.append(optimizer.register_step_post_hook(post_hook))
+
+
+def apply_skip(skip: Tensor, params: list[Tensor], optimizer: torch.optim.Optimizer | None) -> bool:
+    """Arrange for the next optimizer step to change nothing when ``skip`` is true.
+
+    Fused optimizer: its ``found_inf`` path (no host sync). Otherwise the flag is read
+    on the host (free on CPU, one sync on an accelerator) and, when set, every
+    gradient of ``params`` and of ``optimizer`` is set to None: torch optimizers skip
+    parameters without a gradient entirely (no update, no weight decay, no state or
+    step-count change). Returns True when the gradients were dropped.
+    """
+    if optimizer is not None and _fused(optimizer):
+        _arm_found_inf(optimizer, skip)
+        return False
+    if not bool(skip):
+        return False
+    for p in params:
+        p.grad = None
+    if optimizer is not None:
+        for group in optimizer.param_groups:
+            for p in group["params"]:
+                p.grad = None
+    return True
+
+
+# ------------------------------------------------------------------- clipping
+
+
+def _scale_(tensors: list[Tensor], coef: Tensor) -> None:
+    for (dev, _), group in _grouped(tensors).items():
+        factor = coef.to(dev, non_blocking=True)
+        if _foreach_ok(dev, None):
+            torch._foreach_mul_(group, factor)
+        else:
+            for t in group:
+                t.mul_(factor)
+
+
+def _all_cpu(gs: GradSet) -> bool:
+    return (
+        gs.device is not None
+        and gs.device.type == "cpu"
+        and all(t.device.type == "cpu" for t in gs.counted)
+    )
+
+
+def clip_with_threshold(
+    gs: GradSet,
+    total: Tensor,
+    threshold: float | Tensor,
+    *,
+    nonfinite: str,
+    optimizer: torch.optim.Optimizer | None,
+    extra_skip: Tensor | None = None,
+) -> ClipResult:
+    """Scale ``gs`` by ``min(1, threshold / (total + 1e-6))`` under a non-finite policy."""
+    norm32 = total.to(torch.float32)
+    finite = torch.isfinite(total)
+    if nonfinite == "raise" and not bool(finite):
+        raise RuntimeError(
+            f"The total gradient norm is non-finite ({float(total)}), so it cannot be "
+            "clipped (nonfinite='raise'). Use nonfinite='skip' to skip this update or "
+            "'propagate' to scale by it anyway."
+        )
+    thr = (
+        threshold.to(device=total.device, dtype=total.dtype)
+        if isinstance(threshold, Tensor)
+        else torch.tensor(threshold, dtype=total.dtype, device=total.device)
+    )
+    coef = torch.clamp(thr / (total + _EPS), max=1.0)
+    skipped = torch.zeros((), dtype=torch.bool, device=total.device)
+    if nonfinite == "skip":
+        skipped = ~finite
+    if extra_skip is not None:
+        skipped = skipped | extra_skip.to(skipped.device)
+    dropped = False
+    if nonfinite == "skip" or extra_skip is not None:
+        dropped = apply_skip(skipped, gs.params, optimizer)
+    result = ClipResult(norm32, thr.to(torch.float32), coef.to(torch.float32), coef < 1.0, skipped)
+    if gs.empty or dropped:
+        return result
+    # On CPU, reading the coefficient costs no device sync, and multiplying by exactly
+    # 1 changes nothing: skip that full pass over the gradients.
+    if _all_cpu(gs) and bool(coef == 1.0):
+        return result
+    _scale_(gs.scaled_tensors(), coef)
+    return result
+
+
+@overload
+def clip_grad_norm_(
+    parameters: Tensor | Iterable[Tensor],
+    max_norm: float | Tensor,
+    norm_type: float | str = ...,
+    *,
+    nonfinite: Nonfinite = ...,
+    optimizer: torch.optim.Optimizer | None = ...,
+    foreach: bool | None = ...,
+    process_group: Any = ...,
+    duplicates: Iterable[Tensor] = ...,
+    return_result: Literal[False] = ...,
+) -> Tensor: ...
+@overload
+def clip_grad_norm_(
+    parameters: Tensor | Iterable[Tensor],
+    max_norm: float | Tensor,
+    norm_type: float | str = ...,
+    *,
+    nonfinite: Nonfinite = ...,
+    optimizer: torch.optim.Optimizer | None = ...,
+    foreach: bool | None = ...,
+    process_group: Any = ...,
+    duplicates: Iterable[Tensor] = ...,
+    return_result: Literal[True],
+) -> ClipResult: ...
+@torch.no_grad()
+def clip_grad_norm_(
+    parameters: Tensor | Iterable[Tensor],
+    max_norm: float | Tensor,
+    norm_type: float | str = 2.0,
+    *,
+    nonfinite: Nonfinite = "propagate",
+    optimizer: torch.optim.Optimizer | None = None,
+    foreach: bool | None = None,
+    process_group: Any = None,
+    duplicates: Iterable[Tensor] = (),
+    return_result: bool = False,
+) -> Tensor | ClipResult:
+    """Clip the gradients of ``parameters`` in place to a total norm of at most ``max_norm``.
+
+    ``g <- g * min(1, max_norm / (norm + 1e-6))`` with ``norm`` the ``norm_type``-norm of
+    all gradients together, exactly as ``torch.nn.utils.clip_grad_norm_``.
+
+    Args:
+        parameters: parameters (or optimizer param groups) whose ``.grad`` is clipped;
+            parameters without a gradient are ignored (none at all: the norm is 0).
+        max_norm: the bound, ``> 0`` (a 0-dim tensor is accepted, e.g. an adaptive one).
+        norm_type: p of the p-norm (``> 0``), or ``inf`` / ``'inf'``.
+        nonfinite: what a non-finite (``inf``/``NaN``) norm does:
+            ``"propagate"`` (torch's behaviour: gradients scaled by 0 or NaN),
+            ``"raise"`` (``RuntimeError`` before touching anything; reads the norm on the
+            host), ``"skip"`` (the next ``optimizer.step()`` changes neither parameters nor
+            optimizer state; see ``optimizer``).
+        optimizer: for ``"skip"``. A fused optimizer (``fused=True``) is skipped on
+            device through its ``found_inf`` input, with no host sync; otherwise the
+            decision is read on the host (a sync on GPU) and gradients are set to None.
+        foreach: force (True) or forbid (False) the multi-tensor kernels, as in torch.
+        process_group: group over which the parameters are disjoint parts of the model
+            (pipeline stages); the sum of ``|g|^p`` is all-reduced over it once. Leave
+            None for DDP (gradients are already averaged). DTensor (FSDP2) gradients
+            are reduced over their mesh automatically.
+        duplicates: parameters whose gradient is also counted on another rank of
+            ``process_group`` (e.g. tied embeddings on the last stage): clipped, not counted.
+        return_result: return a :class:`ClipResult` instead of the norm.
+
+    Returns:
+        The total norm before clipping, as a 0-dim fp32 tensor on the gradients' device
+        (whatever their dtype: half-precision squares accumulate in fp32).
+
+    Examples:
+        >>> import torch
+        >>> w = torch.nn.Parameter(torch.zeros(2))
+        >>> w.grad = torch.tensor([3.0, 4.0])
+        >>> clip_grad_norm_([w], max_norm=1.0)
+        tensor(5.)
+        >>> w.grad
+        tensor([0.6000, 0.8000])
+    """
+    params = as_parameters(parameters)
+    limit = check_max_norm(max_norm)
+    p = check_norm_type(norm_type)
+    policy = check_nonfinite(nonfinite)
+    gs = GradSet(params, duplicates)
+    total = gs.norm(p, foreach=foreach, process_group=process_group)
+    result = clip_with_threshold(gs, total, limit, nonfinite=policy, optimizer=optimizer)
+    return result if return_result else result.norm
+
+
+@torch.no_grad()
+def clip_grad_value_(
+    parameters: Tensor | Iterable[Tensor], clip_value: float, *, foreach: bool | None = None
+) -> None:
+    """Clamp every gradient element into ``[-clip_value, clip_value]`` in place.
+
+    Same result as ``torch.nn.utils.clip_grad_value_``; contiguous gradients are
+    clamped in one pass over their buffer.
+
+    Examples:
+        >>> import torch
+        >>> w = torch.nn.Parameter(torch.zeros(3))
+        >>> w.grad = torch.tensor([-5.0, 0.5, 5.0])
+        >>> clip_grad_value_([w], 1.0)
+        >>> w.grad
+        tensor([-1.0000,  0.5000,  1.0000])
+    """
+    value = check_positive("clip_value", clip_value)
+    gs = GradSet(as_parameters(parameters))
+    for (dev, _), group in _grouped(gs.scaled_tensors()).items():
+        if _foreach_ok(dev, foreach):
+            torch._foreach_clamp_min_(group, -value)
+            torch._foreach_clamp_max_(group, value)
+        else:
+            for t in group:
+                t.clamp_(-value, value)
