@@ -1,0 +1,455 @@
+"""Curves other libraries use that the primitives cannot compose exactly.
+
+Each reproduces one library's arithmetic (its source file is cited) so that
+``steadystep.compat`` can match it to rounding error: an unclamped cosine wave (transformers,
+DeepSpeed, torch's ``CosineAnnealingLR`` stepped past ``T_max``), hard cosine restarts
+(transformers), timm's restart cycles (cosine with ``k_decay``, tanh, poly), torch's
+``CyclicLR``, a logarithmic ramp (DeepSpeed), an exponential ramp and RAdam's warmup factor
+(``pytorch_warmup``), a constant offset and a product of schedules.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from . import _check as check
+from ._base import Array, Namespace, Schedule
+
+
+def _set(obj: Schedule, name: str, value: Any) -> None:
+    object.__setattr__(obj, name, value)
+
+
+@dataclass(frozen=True, repr=False)
+class CosineWave(Schedule, spec_name="cosine_wave"):
+    """A cosine wave that is not held at its end: ``end + (start - end) * c ** exponent`` with
+    ``c = (1 + cos(2 * pi * cycles * (t + offset) / steps)) / 2``.
+
+    With ``cycles=0.5`` it falls from ``start`` to ``end`` over ``steps`` and then, unlike
+    :class:`~steadystep.Cosine`, rises again: this is what transformers'
+    ``get_cosine_schedule_with_warmup`` and torch's ``CosineAnnealingLR`` do past the end.
+
+    >>> s = cosine_wave(1.0, 0.0, steps=4)
+    >>> [round(s(t), 12) for t in (0, 2, 4, 6, 8)]
+    [1.0, 0.5, 0.0, 0.5, 1.0]
+
+    References: transformers ``src/transformers/optimization.py``
+    (``_get_cosine_schedule_with_warmup_lr_lambda``); optax ``cosine_decay_schedule``
+    (``exponent``).
+    """
+
+    start: float
+    end: float
+    steps: float
+    cycles: float = 0.5
+    exponent: float = 1.0
+    offset: float = 0.0
+    positional = ("start", "end", "steps", "cycles", "exponent", "offset")
+
+    def __post_init__(self) -> None:
+        _set(self, "start", check.number("start", self.start))
+        _set(self, "end", check.number("end", self.end))
+        _set(self, "steps", check.positive("steps", self.steps))
+        _set(self, "cycles", check.positive("cycles", self.cycles))
+        _set(self, "exponent", check.positive("exponent", self.exponent))
+        _set(self, "offset", check.number("offset", self.offset))
+
+    def _eval(self, t: Array, xp: Namespace) -> Array:
+        c = 0.5 * (1.0 + xp.cos((2.0 * math.pi * self.cycles) * ((t + self.offset) / self.steps)))
+        if self.exponent != 1:
+            c = c**self.exponent
+        return self.end + (self.start - self.end) * c
+
+
+@dataclass(frozen=True, repr=False)
+class CosineRestarts(Schedule, spec_name="cosine_restarts"):
+    """``cycles`` equal half-cosines from ``start`` to ``end`` within ``steps``, then ``end``.
+
+    With ``p = t / steps``: ``end`` if ``p >= 1``, else ``end + (start - end) * c`` where
+    ``c = (1 + cos(pi * ((cycles * p) mod 1))) / 2`` (transformers' hard restarts, whose
+    arithmetic this follows so that restarts land on the same steps).
+
+    >>> s = cosine_restarts(1.0, 0.0, steps=4, cycles=2)
+    >>> [round(s(t), 12) for t in range(5)]
+    [1.0, 0.5, 1.0, 0.5, 0.0]
+
+    References: transformers ``src/transformers/optimization.py``
+    (``get_cosine_with_hard_restarts_schedule_with_warmup``).
+    """
+
+    start: float
+    end: float
+    steps: float
+    cycles: int = 1
+    positional = ("start", "end", "steps", "cycles")
+
+    def __post_init__(self) -> None:
+        _set(self, "start", check.number("start", self.start))
+        _set(self, "end", check.number("end", self.end))
+        _set(self, "steps", check.positive("steps", self.steps))
+        _set(self, "cycles", check.positive("cycles", self.cycles))
+
+    @property
+    def length(self) -> float:
+        return self.steps
+
+    def _eval(self, t: Array, xp: Namespace) -> Array:
+        p = t / self.steps
+        x = self.cycles * p
+        c = 0.5 * (1.0 + xp.cos(math.pi * (x - xp.floor(x))))
+        return xp.where(p >= 1.0, self.end, self.end + (self.start - self.end) * c)
+
+
+@dataclass(frozen=True, repr=False)
+class Shift(Schedule, spec_name="shift"):
+    """A schedule plus a constant: ``schedule(t) + by`` (a floor that restarts do not decay).
+
+    >>> shift(repeat(linear(1.0, 0.0, steps=2), decay=0.5), by=0.1)(2)
+    0.6
+
+    References: Keras ``CosineDecayRestarts`` (``alpha`` is added after ``m_mul`` scaling).
+    """
+
+    schedule: Schedule
+    by: float
+    positional = ("schedule", "by")
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.schedule, Schedule):
+            raise TypeError(
+                f"Argument `schedule` must be a schedule. Received: schedule={self.schedule!r}"
+            )
+        _set(self, "by", check.number("by", self.by))
+
+    @property
+    def length(self) -> float | None:
+        return self.schedule.length
+
+    def _eval(self, t: Array, xp: Namespace) -> Array:
+        return self.schedule._eval(t, xp) + self.by
+
+
+@dataclass(frozen=True, repr=False)
+class Product(Schedule, spec_name="product"):
+    """The product of several schedules at each step: an LR schedule times a warmup factor
+    (``pytorch_warmup``'s dampening), or a triangle times a decay.
+
+    >>> product([linear(0.0, 1.0, steps=4), constant(2.0)])(2)
+    1.0
+    """
+
+    parts: tuple[Schedule, ...]
+    positional = ("parts",)
+
+    def __post_init__(self) -> None:
+        parts = tuple(self.parts) if isinstance(self.parts, (list, tuple)) else None
+        if parts is None or len(parts) < 2:
+            raise check.fail("parts", "a list of at least 2 schedules", self.parts)
+        for i, part in enumerate(parts):
+            if not isinstance(part, Schedule):
+                raise TypeError(
+                    f"Argument `parts[{i}]` must be a schedule. Received: parts[{i}]={part!r}"
+                )
+        _set(self, "parts", parts)
+
+    @property
+    def length(self) -> float | None:
+        lengths = [p.length for p in self.parts]
+        return None if None in lengths else max(x for x in lengths if x is not None)
+
+    def _eval(self, t: Array, xp: Namespace) -> Array:
+        out = self.parts[0]._eval(t, xp)
+        for part in self.parts[1:]:
+            out = out * part._eval(t, xp)
+        return out
+
+
+def product(parts: Iterable[Schedule]) -> Product:
+    """The product of several schedules at each step; see :class:`Product`."""
+    return Product(tuple(parts))
+
+
+CYCLE_CURVES = ("cosine", "tanh", "poly")
+
+
+@dataclass(frozen=True, repr=False)
+class Cycles(Schedule, spec_name="cycles"):
+    """timm's restart cycles: cycle ``i`` lasts ``steps * mul**i``, peaks at ``start * decay**i``
+    and falls towards the undecayed floor ``end``; after ``limit`` cycles the value is ``end``.
+
+    With ``u = t + offset``, ``x = t_curr / t_i`` inside cycle ``i``, ``P = start * decay**i``:
+
+    - ``"cosine"``: ``end + (P - end) * (1 + cos(pi * x**k)) / 2`` (``k``: k-decay)
+    - ``"tanh"``: ``end + (P - end) * (1 - tanh(lb * (1 - x) + ub * x)) / 2``
+    - ``"poly"``: ``end + (P - end) * (1 - x**k) ** power``
+
+    >>> s = cycles(1.0, 0.0, steps=4, limit=2, decay=0.5)
+    >>> [round(s(t), 12) for t in (0, 2, 4, 6, 8)]
+    [1.0, 0.5, 0.5, 0.25, 0.0]
+
+    References: timm ``timm/scheduler/cosine_lr.py``, ``tanh_lr.py``, ``poly_lr.py``
+    (``_get_lr``); Hsueh et al. 2019 (tanh decay); Zhang & Li 2020 (k-decay).
+    """
+
+    start: float
+    end: float
+    steps: float
+    curve: str = "cosine"
+    mul: float = 1.0
+    decay: float = 1.0
+    limit: int = 1
+    k: float = 1.0
+    power: float = 1.0
+    lb: float = -7.0
+    ub: float = 3.0
+    offset: float = 0.0
+    positional = ("start", "end", "steps", "curve")
+
+    def __post_init__(self) -> None:
+        _set(self, "start", check.number("start", self.start))
+        _set(self, "end", check.number("end", self.end))
+        _set(self, "steps", check.positive("steps", self.steps))
+        check.choice("curve", self.curve, CYCLE_CURVES)
+        mul = check.number("mul", self.mul)
+        if mul < 1:
+            raise check.fail("mul", ">= 1 (shrinking cycles end after finitely many steps)", mul)
+        _set(self, "mul", mul)
+        _set(self, "decay", check.positive("decay", self.decay))
+        _set(self, "limit", check.integer("limit", self.limit, minimum=1))
+        _set(self, "k", check.positive("k", self.k))
+        _set(self, "power", check.positive("power", self.power))
+        _set(self, "lb", check.number("lb", self.lb))
+        _set(self, "ub", check.number("ub", self.ub))
+        if not self.lb < self.ub:
+            raise check.fail("lb", f"< ub ({self.ub!r})", self.lb)
+        _set(self, "offset", check.nonnegative("offset", self.offset))
+
+    @property
+    def length(self) -> float:
+        m, n = self.mul, self.limit
+        total = self.steps * n if m == 1 else self.steps * (m**n - 1.0) / (m - 1.0)
+        return max(total - self.offset, 0.0)
+
+    def _eval(self, t: Array, xp: Namespace) -> Array:
+        u = t + self.offset
+        m = self.mul
+        if m != 1:
+            i = xp.floor(xp.log(1.0 - u / self.steps * (1.0 - m)) / math.log(m))
+            t_i = m**i * self.steps
+            t_curr = u - (1.0 - m**i) / (1.0 - m) * self.steps
+        else:
+            i = xp.floor(u / self.steps)
+            t_i = self.steps
+            t_curr = u - self.steps * i
+        t_curr = xp.maximum(t_curr, 0.0)
+        peak = self.start * self.decay**i
+        if self.curve == "tanh":
+            x = t_curr / t_i
+            f = 0.5 * (1.0 - xp.tanh(self.lb * (1.0 - x) + self.ub * x))
+        else:
+            x = xp.clip(t_curr**self.k / t_i**self.k, 0.0, 1.0)
+            if self.curve == "cosine":
+                f = 0.5 * (1.0 + xp.cos(math.pi * x))
+            else:
+                f = (1.0 - x) ** self.power
+        return xp.where(i < self.limit, self.end + (peak - self.end) * f, self.end)
+
+
+CYCLIC_MODES = ("triangular", "triangular2", "exp_range")
+
+
+@dataclass(frozen=True, repr=False)
+class Cyclic(Schedule, spec_name="cyclic"):
+    """torch's ``CyclicLR``: triangles between ``base`` and ``peak`` (``up`` steps rising,
+    ``down`` falling), the height scaled per ``mode``.
+
+    With ``T = up + down``, ``cycle = floor(1 + t / T)``, ``x = 1 + t / T - cycle``, the height
+    fraction ``h = x / r`` if ``x <= r`` else ``(x - 1) / (r - 1)`` (``r = up / T``); the value is
+    ``base + (peak - base) * h * g`` with ``g = 1`` (triangular), ``1 / 2**(cycle - 1)``
+    (triangular2) or ``gamma**t`` (exp_range). ``peak < base`` gives the mirrored (momentum)
+    curve.
+
+    >>> s = cyclic(0.0, 1.0, up=2, down=2, mode="triangular2")
+    >>> [s(t) for t in range(7)]
+    [0.0, 0.5, 1.0, 0.5, 0.0, 0.25, 0.5]
+
+    References: torch ``torch/optim/lr_scheduler.py`` (``CyclicLR``); Smith 2017, "Cyclical
+    Learning Rates for Training Neural Networks".
+    """
+
+    base: float
+    peak: float
+    up: float
+    down: float
+    mode: str = "triangular"
+    gamma: float = 1.0
+    positional = ("base", "peak", "up", "down", "mode", "gamma")
+
+    def __post_init__(self) -> None:
+        _set(self, "base", check.number("base", self.base))
+        _set(self, "peak", check.number("peak", self.peak))
+        _set(self, "up", check.positive("up", self.up))
+        _set(self, "down", check.positive("down", self.down))
+        check.choice("mode", self.mode, CYCLIC_MODES)
+        _set(self, "gamma", check.positive("gamma", self.gamma))
+
+    def _eval(self, t: Array, xp: Namespace) -> Array:
+        total = self.up + self.down
+        ratio = self.up / total
+        cycle = xp.floor(1.0 + t / total)
+        x = 1.0 + t / total - cycle
+        h = xp.where(x <= ratio, x / ratio, (x - 1.0) / (ratio - 1.0))
+        height = (self.peak - self.base) * h
+        if self.mode == "triangular2":
+            height = height * (1.0 / 2.0 ** (cycle - 1.0))
+        elif self.mode == "exp_range":
+            height = height * self.gamma**t
+        return self.base + height
+
+
+@dataclass(frozen=True, repr=False)
+class LogRamp(Schedule, spec_name="log_ramp"):
+    """A logarithmic warmup: ``start + (end - start) * min(1, log(t + 1) / log(steps))``.
+
+    Reaches ``end`` at ``t = steps - 1`` (DeepSpeed's ``warmup_type="log"``).
+
+    >>> s = log_ramp(0.0, 1.0, steps=4)
+    >>> [round(s(t), 12) for t in (0, 1, 3, 9)]
+    [0.0, 0.5, 1.0, 1.0]
+
+    References: DeepSpeed ``deepspeed/runtime/lr_schedules.py`` (``WarmupLR._get_gamma``).
+    """
+
+    start: float
+    end: float
+    steps: float
+    positional = ("start", "end", "steps")
+
+    def __post_init__(self) -> None:
+        _set(self, "start", check.number("start", self.start))
+        _set(self, "end", check.number("end", self.end))
+        steps = check.number("steps", self.steps)
+        if steps < 2:
+            raise check.fail("steps", ">= 2 (log(1) = 0)", self.steps)
+        _set(self, "steps", steps)
+
+    @property
+    def length(self) -> float:
+        return self.steps
+
+    def _eval(self, t: Array, xp: Namespace) -> Array:
+        gamma = xp.minimum(xp.log(t + 1.0) / math.log(self.steps), 1.0)
+        return self.start + (self.end - self.start) * gamma
+
+
+@dataclass(frozen=True, repr=False)
+class ExponentialRamp(Schedule, spec_name="exponential_ramp"):
+    """``end * (1 - exp(-(t + offset) / tau))``: rises towards ``end`` with time constant ``tau``.
+
+    With ``offset=1`` this is ``pytorch_warmup.ExponentialWarmup``'s factor.
+
+    >>> s = exponential_ramp(1.0, tau=2.0)
+    >>> s(0), round(s(2), 6)
+    (0.0, 0.632121)
+
+    References: Ma & Yarats 2021, "On the Adequacy of Untuned Warmup for Adaptive
+    Optimization"; ``pytorch_warmup/base.py`` (``ExponentialWarmup.warmup_factor``).
+    """
+
+    end: float
+    tau: float
+    offset: float = 0.0
+    positional = ("end", "tau", "offset")
+
+    def __post_init__(self) -> None:
+        _set(self, "end", check.number("end", self.end))
+        _set(self, "tau", check.positive("tau", self.tau))
+        _set(self, "offset", check.nonnegative("offset", self.offset))
+
+    def _eval(self, t: Array, xp: Namespace) -> Array:
+        return self.end * (1.0 - xp.exp(-(t + self.offset) / self.tau))
+
+
+def _radam_rho(t: float, beta2: float) -> float:
+    b2t: float = beta2**t
+    return (2.0 / (1.0 - beta2) - 1.0) - 2.0 * t * b2t / (1.0 - b2t)
+
+
+@dataclass(frozen=True, repr=False)
+class RAdamWarmup(Schedule, spec_name="radam_warmup"):
+    """RAdam's variance-rectification factor used as a warmup, at step ``t + offset``:
+    ``sqrt((rho - 4) (rho - 2) rho_inf / ((rho_inf - 4) (rho_inf - 2) rho))`` with
+    ``rho_inf = 2 / (1 - beta2) - 1`` and ``rho = rho_inf - 2 n beta2**n / (1 - beta2**n)``.
+
+    ``offset=None`` picks the smallest step with ``rho > 4`` (as ``pytorch_warmup`` does).
+
+    >>> s = radam_warmup(0.999)
+    >>> s.offset, round(s(0), 6), round(s(100_000), 6)
+    (5, 0.017312, 1.0)
+
+    References: Liu et al. 2020, "On the Variance of the Adaptive Learning Rate and Beyond";
+    ``pytorch_warmup/radam.py``.
+    """
+
+    beta2: float = 0.999
+    offset: int | None = None
+    positional = ("beta2", "offset")
+
+    def __post_init__(self) -> None:
+        beta2 = check.number("beta2", self.beta2)
+        if not 0.6 < beta2 < 1:
+            raise check.fail("beta2", "in (0.6, 1)", self.beta2)
+        _set(self, "beta2", beta2)
+        if self.offset is None:
+            offset = 1
+            while _radam_rho(offset, beta2) <= 4:
+                offset += 1
+            _set(self, "offset", offset)
+        else:
+            offset = check.integer("offset", self.offset, minimum=1)
+            if _radam_rho(offset, beta2) <= 4:
+                raise check.fail("offset", "a step where rho > 4", offset)
+
+    def _eval(self, t: Array, xp: Namespace) -> Array:
+        b2 = self.beta2
+        rho_inf = 2.0 / (1.0 - b2) - 1.0
+        n = t + float(self.offset)  # type: ignore[arg-type]
+        b2n = b2**n
+        rho = rho_inf - 2.0 * n * b2n / (1.0 - b2n)
+        return xp.sqrt(
+            (rho - 4.0) * (rho - 2.0) * rho_inf / ((rho_inf - 4.0) * (rho_inf - 2.0) * rho)
+        )
+
+
+cosine_wave = CosineWave
+cosine_restarts = CosineRestarts
+shift = Shift
+cycles = Cycles
+cyclic = Cyclic
+log_ramp = LogRamp
+exponential_ramp = ExponentialRamp
+radam_warmup = RAdamWarmup
+
+__all__ = [
+    "CosineRestarts",
+    "CosineWave",
+    "Cycles",
+    "Cyclic",
+    "ExponentialRamp",
+    "LogRamp",
+    "Product",
+    "RAdamWarmup",
+    "Shift",
+    "cosine_restarts",
+    "cosine_wave",
+    "cycles",
+    "cyclic",
+    "exponential_ramp",
+    "log_ramp",
+    "product",
+    "radam_warmup",
+    "shift",
+]
