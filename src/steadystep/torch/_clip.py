@@ -125,6 +125,8 @@ def check_max_norm(max_norm: Any) -> float | Tensor:
 
 
 def _grouped(tensors: list[Tensor]) -> dict[tuple[torch.device, torch.dtype], list[Tensor]]:
+    if not tensors:
+        return {}
     try:
         from torch.utils._foreach_utils import _group_tensors_by_device_and_dtype
 
