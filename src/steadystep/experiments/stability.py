@@ -1,0 +1,727 @@
+"""The stability benchmark: what warmup, decay and clipping buy, measured on this machine.
+
+``steadystep bench stability [--quick] [--out DIR]`` (or ``python -m
+steadystep.experiments.stability``) runs three experiments on character language models of
+Python's own help texts (:mod:`steadystep.experiments.data`), every cell with several seeds:
+
+1. **Warmup and Post-LN** (Xiong et al. 2020; Liu et al. 2020; Wortsman et al. 2023): the small
+   transformer of :mod:`steadystep.experiments.models`, Post-LN and Pre-LN, Adam(0.9, 0.98),
+   cosine decay to 10% of the peak, with no warmup, a linear warmup over 10% of the run, or the
+   untuned ``2 / (1 - beta2)`` rule (:func:`steadystep.untuned_warmup`), over a log-spaced LR
+   grid. Reports final validation loss per cell, the largest stable LR per recipe and the LR
+   sensitivity ``E_lr[min(loss(lr), loss_init) - loss*]``.
+2. **Clipping and exploding gradients** (Pascanu et al. 2013): a tanh RNN
+   (:class:`steadystep.experiments.rnn.CharRNN`) initialised above the critical recurrent scale,
+   plain SGD over an LR grid, without clipping, with global-norm clipping and with AutoClip,
+   ZClip and AGC. Reports bits per character, divergences, loss spikes, fraction of steps
+   clipped.
+3. **Decay shapes** (Hägele et al. 2024): constant, cosine, linear and WSD with a 1-sqrt cooldown
+   on experiment 1's best setting (norm, warmup and LR).
+
+A diverged run is counted, never dropped (see :mod:`.stability_harness`). The command writes
+``stability.json`` (every run, summaries, settings), ``stability_runs.csv``,
+``stability_cells.csv``, ``stability.md`` (tables) and PNG plots into ``--out``, atomically.
+``docs/stability.md`` holds the results of the full run and how the grid was calibrated.
+
+References:
+    Xiong et al. (2020). On Layer Normalization in the Transformer Architecture.
+    https://arxiv.org/abs/2002.04745
+    Liu et al. (2020). On the Variance of the Adaptive Learning Rate and Beyond (RAdam).
+    https://arxiv.org/abs/1908.03265
+    Ma & Yarats (2021). On the adequacy of untuned warmup for adaptive optimization.
+    https://arxiv.org/abs/1910.04209
+    Wortsman et al. (2023). Small-scale proxies for large-scale Transformer training
+    instabilities. https://arxiv.org/abs/2309.14322
+    Pascanu, Mikolov, Bengio (2013). On the difficulty of training recurrent neural networks.
+    https://arxiv.org/abs/1211.5063
+    Hägele et al. (2024). Scaling Laws and Compute-Optimal Training Beyond Fixed Training
+    Durations. https://arxiv.org/abs/2405.18392
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import functools
+import math
+import os
+import platform
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+import steadystep as ss
+
+from . import stability_harness as h
+
+__all__ = ["FULL", "QUICK", "Plan", "main", "run", "run_task"]
+
+BETAS = (0.9, 0.98)
+DECAY_FLOOR = 0.1  # cosine decays to 10% of the peak (Wortsman et al.; Hägele et al.)
+SEEDS = (0, 1, 2)  # frozen after calibration; see docs/stability.md
+VAL_SEED = 1234
+LN2 = math.log(2.0)
+
+
+@dataclasses.dataclass(frozen=True)
+class Plan:
+    """Everything a run of the benchmark does; :data:`FULL` and :data:`QUICK` are the two."""
+
+    seeds: tuple[int, ...]
+    # experiment 1 and 3: transformer
+    tf_lrs: tuple[float, ...]
+    tf_warmups: tuple[str, ...]
+    tf_steps: int
+    tf_layers: int
+    tf_width: int
+    # experiment 2: RNN
+    rnn_lrs: tuple[float, ...]
+    rnn_clips: tuple[str, ...]
+    rnn_steps: int
+    rnn_hidden: int
+    # experiment 3
+    shapes: tuple[str, ...]
+    batch: int = 16
+    context: int = 64
+    val_batches: int = 8
+    linear_warmup_fraction: float = 0.1
+    recurrent_scale: float = 2.0
+    clip_norm: float = 1.0  # global-norm clipping threshold (BERT's and many LMs' 1.0)
+    autoclip_percentile: float = 10.0  # Seetharaman et al. 2020's default
+    agc_clipping: float = 0.01  # Brock et al. 2021 / timm's usual value
+    curve_points: int = 10
+
+
+FULL = Plan(
+    seeds=SEEDS,
+    tf_lrs=(3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1),
+    tf_warmups=("none", "linear", "untuned"),
+    tf_steps=240,
+    tf_layers=4,
+    tf_width=64,
+    rnn_lrs=(0.03, 0.1, 0.3, 1.0, 3.0, 10.0),
+    rnn_clips=("none", "global", "autoclip", "zclip", "agc"),
+    rnn_steps=300,
+    rnn_hidden=128,
+    shapes=("constant", "cosine", "linear", "wsd"),
+)
+
+# CI smoke test: every code path, tiny models; lr=100 for the unclipped RNN must diverge.
+QUICK = Plan(
+    seeds=(0, 1),
+    tf_lrs=(1e-3, 1e-1),
+    tf_warmups=("none", "linear"),
+    tf_steps=30,
+    tf_layers=2,
+    tf_width=32,
+    rnn_lrs=(0.1, 100.0),
+    rnn_clips=("none", "global", "autoclip", "zclip", "agc"),
+    rnn_steps=30,
+    rnn_hidden=32,
+    shapes=("constant", "wsd"),
+    batch=8,
+    context=32,
+    val_batches=2,
+    curve_points=3,
+)
+
+# ------------------------------------------------------------------ schedules
+
+
+def warmup_steps(warmup: str, plan: Plan) -> int:
+    """Warmup length of a recipe: 0, a fraction of the run, or Ma & Yarats' 2/(1 - beta2)."""
+    if warmup == "none":
+        return 0
+    if warmup == "linear":
+        return round(plan.linear_warmup_fraction * plan.tf_steps)
+    if warmup == "untuned":
+        return ss.untuned_warmup(ss.constant(1.0), beta2=BETAS[1]).steps
+    raise ValueError(
+        f"Argument `warmup` must be 'none', 'linear' or 'untuned'. Received: warmup={warmup!r}"
+    )
+
+
+def tf_schedule(warmup: str, lr: float, plan: Plan, shape: str = "cosine") -> ss.Schedule:
+    """The LR schedule of one transformer run: linear warmup (prefix), then ``shape``.
+
+    ``"cosine"`` (experiment 1) decays to ``DECAY_FLOOR * lr``; ``"linear"`` and ``"wsd"``
+    (1-sqrt cooldown over the last 20% of the run, Hägele et al.) decay to 0; ``"constant"``
+    holds ``lr``. The whole schedule lasts ``plan.tf_steps``.
+    """
+    w = int(warmup_steps(warmup, plan))
+    rest = plan.tf_steps - w
+    if rest <= 0:
+        raise ValueError(
+            f"Argument `warmup` gives {w} warmup steps, not fewer than the run's "
+            f"{plan.tf_steps} steps. Received: warmup={warmup!r}"
+        )
+    if shape == "wsd":
+        cooldown = round(0.2 * plan.tf_steps)
+        return ss.presets.wsd(lr, w, stable_steps=rest - cooldown, decay_steps=cooldown)
+    body: ss.Schedule
+    if shape == "cosine":
+        body = ss.cosine(lr, DECAY_FLOOR * lr, rest)
+    elif shape == "linear":
+        body = ss.linear(lr, 0.0, rest)
+    elif shape == "constant":
+        body = ss.constant(lr, rest)
+    else:
+        raise ValueError(
+            "Argument `shape` must be 'constant', 'cosine', 'linear' or 'wsd'. "
+            f"Received: shape={shape!r}"
+        )
+    if warmup == "untuned":
+        return ss.untuned_warmup(body, beta2=BETAS[1])
+    return ss.warmup(body, w) if w else body
+
+
+# ------------------------------------------------------------------ training
+
+
+@functools.cache
+def _corpus() -> Any:
+    from .data import load_corpus
+
+    return load_corpus()
+
+
+@functools.cache
+def _val_batches(n: int, batch: int, context: int) -> list[Any]:
+    from .data import BatchSampler
+
+    sampler = BatchSampler(_corpus().val, batch, context, seed=VAL_SEED)
+    return [sampler.sample() for _ in range(n)]
+
+
+@functools.cache
+def unigram_loss() -> float:
+    """Cross-entropy (nats/char) of the validation text under the training text's character
+    frequencies (add-one smoothed): the loss of a model that learned only the frequencies."""
+    corpus = _corpus()
+    counts = np.bincount(corpus.train, minlength=len(corpus.vocab)) + 1.0
+    logp = np.log(counts / counts.sum())
+    return float(-logp[corpus.val].mean())
+
+
+def _evaluate(model: Any, batches: Sequence[Any]) -> float:
+    import torch
+
+    model.eval()
+    with torch.no_grad():
+        loss = sum(model.loss(x, y).item() for x, y in batches) / len(batches)
+    model.train()
+    return loss
+
+
+def _scheduler(optimizer: Any, schedule: ss.Schedule) -> Any:
+    """``steadystep.torch.Scheduler`` (issue 3) when it exists, else a minimal stand-in."""
+    try:
+        from steadystep.torch import Scheduler
+
+        return Scheduler(optimizer, schedule)
+    except ImportError:
+        return _SetLR(optimizer, schedule)
+
+
+class _SetLR:
+    """Sets ``lr = schedule(t)`` on every group before update ``t`` (step convention)."""
+
+    def __init__(self, optimizer: Any, schedule: ss.Schedule) -> None:
+        self.optimizer, self.schedule, self.t = optimizer, schedule, 0
+        self._apply()
+
+    def _apply(self) -> None:
+        for group in self.optimizer.param_groups:
+            group["lr"] = float(self.schedule(self.t))
+
+    def step(self) -> None:
+        self.t += 1
+        self._apply()
+
+
+def _grads(params: Sequence[Any]) -> list[Any]:
+    return [p.grad for p in params if p.grad is not None]
+
+
+def make_clipper(method: str, params: Sequence[Any], plan: Plan) -> Callable[[], bool] | None:
+    """A function that clips the gradients of ``params`` in place and says whether it did.
+
+    ``"global"`` is :func:`steadystep.torch.clip_grad_norm_` at ``plan.clip_norm``; the adaptive
+    rules run steadystep's framework-free maths (:mod:`steadystep.clip`) on the torch
+    gradients: AutoClip (percentile of the norm history), ZClip (z-score of the norm against its
+    EMA, default settings) and AGC (unit-wise, relative to the weights).
+    """
+    import torch
+
+    import steadystep.clip as sc
+    from steadystep.torch import clip_grad_norm_
+
+    params = list(params)
+    if method == "none":
+        return None
+    if method == "global":
+        return lambda: bool(clip_grad_norm_(params, plan.clip_norm) > plan.clip_norm)
+    if method == "agc":
+
+        def agc() -> bool:
+            clipped = False
+            with torch.no_grad():
+                for p in params:
+                    if p.grad is not None:
+                        factor = sc.agc_scale(p.grad, p, clipping=plan.agc_clipping)
+                        clipped |= bool((factor < 1).any())
+                        p.grad.mul_(factor)
+            return clipped
+
+        return agc
+    if method in ("autoclip", "zclip"):
+        state: list[Any] = [None]
+
+        def adaptive() -> bool:
+            grads = _grads(params)
+            norm = sc.global_norm(grads)
+            if state[0] is None:
+                state[0] = (
+                    sc.autoclip_init(1000, norm) if method == "autoclip" else sc.zclip_init(norm)
+                )
+            if method == "autoclip":
+                state[0], limit = sc.autoclip_step(
+                    state[0], norm, percentile=plan.autoclip_percentile
+                )
+            else:
+                state[0], limit = sc.zclip_step(state[0], norm)
+            coef = torch.clamp(limit / (norm + 1e-6), max=1.0)
+            torch._foreach_mul_(grads, coef)
+            return bool(norm > limit)
+
+        return adaptive
+    raise ValueError(
+        "Argument `method` must be 'none', 'global', 'autoclip', 'zclip' or 'agc'. "
+        f"Received: method={method!r}"
+    )
+
+
+def _train(
+    model: Any,
+    optimizer: Any,
+    schedule: ss.Schedule,
+    steps: int,
+    seed: int,
+    plan: Plan,
+    clipper: Callable[[], bool] | None = None,
+    curve_every: int = 0,
+) -> dict[str, Any]:
+    from .data import BatchSampler
+
+    val = _val_batches(plan.val_batches, plan.batch, plan.context)
+    sampler = BatchSampler(_corpus().train, plan.batch, plan.context, seed=seed)
+    scheduler = _scheduler(optimizer, schedule)
+    init = _evaluate(model, val)
+    curve = [[0, init]]
+    losses: list[float] = []
+    clipped = 0
+    for t in range(steps):
+        x, y = sampler.sample()
+        loss = model.loss(x, y)
+        losses.append(loss.item())
+        if not math.isfinite(losses[-1]):
+            break  # diverged: stop here, the run is counted as diverged
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if clipper is not None:
+            clipped += clipper()
+        optimizer.step()
+        scheduler.step()
+        if curve_every and (t + 1) % curve_every == 0 and t + 1 < steps:
+            curve.append([t + 1, _evaluate(model, val)])
+    finished = len(losses) == steps and math.isfinite(losses[-1])
+    final = _evaluate(model, val) if finished else float("nan")
+    curve.append([len(losses), final])
+    return {
+        "init_loss": init,
+        "final_loss": final,
+        "unigram_loss": unigram_loss(),
+        "diverged": h.is_diverged(final, init),
+        "spikes": h.count_spikes(losses),
+        "steps_run": len(losses),
+        "clip_frac": clipped / len(losses) if clipper is not None else None,
+        **({"curve": curve} if curve_every else {}),
+    }
+
+
+def run_task(task: dict[str, Any]) -> dict[str, Any]:
+    """Train one cell of the grid with one seed; return its row (never raises on divergence)."""
+    import torch
+
+    torch.set_num_threads(1)
+    start = time.perf_counter()
+    plan = Plan(**task["plan"])
+    seed = task["seed"]
+    torch.manual_seed(seed)
+    vocab = len(_corpus().vocab)
+    if task["experiment"] == 2:
+        from .rnn import CharRNN
+
+        model: Any = CharRNN(vocab, plan.rnn_hidden, recurrent_scale=plan.recurrent_scale)
+        optimizer: Any = torch.optim.SGD(model.parameters(), lr=task["lr"])
+        schedule: ss.Schedule = ss.constant(task["lr"])
+        clipper = make_clipper(task["clip"], list(model.parameters()), plan)
+        out = _train(model, optimizer, schedule, plan.rnn_steps, seed, plan, clipper)
+    else:
+        from .models import CharTransformer, ModelConfig
+
+        config = ModelConfig(
+            vocab_size=vocab,
+            context=plan.context,
+            d_model=plan.tf_width,
+            n_layers=plan.tf_layers,
+            n_heads=4,
+            norm=task["norm"],
+        )
+        model = CharTransformer(config)
+        optimizer = torch.optim.Adam(model.parameters(), lr=task["lr"], betas=BETAS)
+        schedule = tf_schedule(task["warmup"], task["lr"], plan, task.get("shape", "cosine"))
+        every = plan.tf_steps // plan.curve_points if task["experiment"] == 3 else 0
+        out = _train(model, optimizer, schedule, plan.tf_steps, seed, plan, None, every)
+    row = {k: v for k, v in task.items() if k != "plan"}
+    row.update(out, seconds=round(time.perf_counter() - start, 2))
+    return row
+
+
+# ------------------------------------------------------------------ the grid
+
+
+def _tasks(plan: Plan, experiments: Sequence[int]) -> list[dict[str, Any]]:
+    p = dataclasses.asdict(plan)
+    tasks = []
+    if 1 in experiments:
+        for norm in ("post", "pre"):
+            for warmup in plan.tf_warmups:
+                for lr in plan.tf_lrs:
+                    tasks += [
+                        {"experiment": 1, "norm": norm, "warmup": warmup, "lr": lr, "seed": s}
+                        for s in plan.seeds
+                    ]
+    if 2 in experiments:
+        for clip in plan.rnn_clips:
+            for lr in plan.rnn_lrs:
+                tasks += [{"experiment": 2, "clip": clip, "lr": lr, "seed": s} for s in plan.seeds]
+    for t in tasks:
+        t["plan"] = p
+    return tasks
+
+
+EXP1_KEYS = ["norm", "warmup", "lr"]
+EXP2_KEYS = ["clip", "lr"]
+
+
+def best_setting(runs: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Experiment 1's cell with the lowest median capped validation loss."""
+    cells = h.summarize([r for r in runs if r["experiment"] == 1], EXP1_KEYS)
+    best = min(cells, key=lambda c: (c["loss_median"], c["lr"]))
+    return {k: best[k] for k in EXP1_KEYS}
+
+
+def _exp3_tasks(plan: Plan, runs: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    best = best_setting(runs)
+    p = dataclasses.asdict(plan)
+    return [
+        {"experiment": 3, **best, "shape": shape, "seed": s, "plan": p}
+        for shape in plan.shapes
+        for s in plan.seeds
+    ]
+
+
+def _recipes(cells: Sequence[dict[str, Any]], keys: Sequence[str]) -> list[dict[str, Any]]:
+    """Per recipe (``keys`` minus ``lr``): best LR, largest stable LR, LR sensitivity."""
+    groups: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
+    for c in cells:
+        groups.setdefault(tuple(c[k] for k in keys), []).append(c)
+    out = []
+    for key, group in groups.items():
+        group = sorted(group, key=lambda c: c["lr"])
+        best = min(group, key=lambda c: c["loss_median"])
+        init = float(np.median([c["init_loss"] for c in group]))
+        out.append(
+            {
+                **dict(zip(keys, key, strict=True)),
+                "best_lr": best["lr"],
+                "best_loss": best["loss_median"],
+                "largest_stable_lr": h.largest_stable_lr(group),
+                "lr_sensitivity": h.lr_sensitivity([c["loss_median"] for c in group], init),
+                "n_diverged": sum(c["n_diverged"] for c in group),
+                "n_runs": sum(c["n_seeds"] for c in group),
+            }
+        )
+    return out
+
+
+def analyse(runs: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Cells (medians with spread) and per-recipe scores of every experiment present."""
+    out: dict[str, Any] = {}
+    exp1 = [r for r in runs if r["experiment"] == 1]
+    exp2 = [r for r in runs if r["experiment"] == 2]
+    exp3 = [r for r in runs if r["experiment"] == 3]
+    if exp1:
+        cells = h.summarize(exp1, EXP1_KEYS)
+        out["exp1"] = {"cells": cells, "recipes": _recipes(cells, ["norm", "warmup"])}
+    if exp2:
+        cells = h.summarize(exp2, EXP2_KEYS)
+        for c in cells:
+            c["bpc_median"] = c["loss_median"] / LN2
+        out["exp2"] = {"cells": cells, "recipes": _recipes(cells, ["clip"])}
+    if exp3:
+        cells = h.summarize(exp3, ["norm", "warmup", "lr", "shape"])
+        out["exp3"] = {"cells": cells}
+    return out
+
+
+def run(
+    plan: Plan,
+    out_dir: Path,
+    *,
+    experiments: Sequence[int] = (1, 2, 3),
+    workers: int = 1,
+    log: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    """Run the benchmark described by ``plan`` and write its results into ``out_dir``.
+
+    ``log`` receives one progress line per finished run (default: print to stdout).
+    """
+    log = log or functools.partial(print, flush=True)
+    experiments = sorted(set(experiments) | ({1} if 3 in experiments else set()))
+    tasks = _tasks(plan, experiments)
+    # the longest runs first, so that the two workers finish together
+    tasks.sort(key=lambda t: t["experiment"] == 2)
+    total = len(tasks) + (len(plan.shapes) * len(plan.seeds) if 3 in experiments else 0)
+    start = time.perf_counter()
+    done = [0]
+
+    def progress(row: dict[str, Any]) -> None:
+        done[0] += 1
+        what = " ".join(f"{k}={row[k]}" for k in ("norm", "warmup", "clip", "shape") if k in row)
+        flag = " DIVERGED" if row["diverged"] else ""
+        log(
+            f"[{done[0]}/{total} {time.perf_counter() - start:6.0f}s] exp{row['experiment']} "
+            f"{what} lr={row['lr']:g} seed={row['seed']}: "
+            f"val {row['final_loss']:.3f}{flag}"
+        )
+
+    runs = h.run_tasks(
+        tasks,
+        run_task,
+        workers=workers,
+        then=(lambda rs: _exp3_tasks(plan, rs)) if 3 in experiments else None,
+        then_after=lambda t: t["experiment"] == 1,
+        progress=progress,
+    )
+    runs.sort(key=lambda r: [str(r.get(k, "")) for k in ("experiment", "norm", "warmup", "clip")])
+    results = {
+        "meta": {
+            "plan": dataclasses.asdict(plan),
+            "experiments": experiments,
+            "workers": workers,
+            "seconds": round(time.perf_counter() - start, 1),
+            "python": platform.python_version(),
+            "torch": _torch_version(),
+            "steadystep": ss.__version__,
+            "scheduler": _scheduler_name(),
+            "unigram_loss": unigram_loss(),
+        },
+        "summary": analyse(runs),
+        "runs": runs,
+    }
+    _write(results, out_dir, plan)
+    return results
+
+
+def _torch_version() -> str:
+    import torch
+
+    return str(torch.__version__)
+
+
+def _scheduler_name() -> str:
+    try:
+        from steadystep.torch import Scheduler  # noqa: F401
+
+        return "steadystep.torch.Scheduler"
+    except ImportError:
+        return "steadystep schedule set on param_groups (steadystep.torch.Scheduler missing)"
+
+
+# ------------------------------------------------------------------ output
+
+
+def _write(results: dict[str, Any], out: Path, plan: Plan) -> None:
+    h.write_json(out / "stability.json", results)
+    h.write_csv(out / "stability_runs.csv", results["runs"])
+    cells = [
+        {"experiment": name, **c}
+        for name, part in results["summary"].items()
+        for c in part["cells"]
+    ]
+    h.write_csv(out / "stability_cells.csv", cells)
+    h._atomic_write(out / "stability.md", markdown(results).encode())
+    try:
+        from . import stability_plots
+    except ImportError:  # matplotlib missing: results without plots
+        return
+    stability_plots.plot_all(results, out, plan)
+
+
+def _table(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> str:
+    def cell(v: Any) -> str:
+        if v is None:
+            return "–"
+        return f"{v:.4g}" if isinstance(v, float) else str(v)
+
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(cell(r.get(c)) for c in columns) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def markdown(results: dict[str, Any]) -> str:
+    """The summary tables of a results dict, as Markdown."""
+    s = results["summary"]
+    meta = results["meta"]
+    parts = [
+        "# Stability benchmark results",
+        f"{meta['seconds']:.0f} s on {meta['workers']} worker(s); seeds "
+        f"{meta['plan']['seeds']}; unigram loss {meta['unigram_loss']:.3f} nats/char. "
+        "Losses: median [q25, q75] over seeds of min(final val loss, loss at init), nats/char.",
+    ]
+    if "exp1" in s:
+        parts += [
+            "## 1. Warmup and Post-LN: per recipe",
+            _table(
+                s["exp1"]["recipes"],
+                [
+                    "norm",
+                    "warmup",
+                    "best_lr",
+                    "best_loss",
+                    "largest_stable_lr",
+                    "lr_sensitivity",
+                    "n_diverged",
+                    "n_runs",
+                ],
+            ),
+            "## 1. cells",
+            _table(
+                s["exp1"]["cells"],
+                [
+                    "norm",
+                    "warmup",
+                    "lr",
+                    "loss_median",
+                    "loss_q25",
+                    "loss_q75",
+                    "n_diverged",
+                    "spikes_median",
+                ],
+            ),
+        ]
+    if "exp2" in s:
+        parts += [
+            "## 2. Clipping: per method",
+            _table(
+                s["exp2"]["recipes"],
+                [
+                    "clip",
+                    "best_lr",
+                    "best_loss",
+                    "largest_stable_lr",
+                    "lr_sensitivity",
+                    "n_diverged",
+                    "n_runs",
+                ],
+            ),
+            "## 2. cells",
+            _table(
+                s["exp2"]["cells"],
+                [
+                    "clip",
+                    "lr",
+                    "bpc_median",
+                    "loss_q25",
+                    "loss_q75",
+                    "n_diverged",
+                    "spikes_median",
+                    "clip_frac_median",
+                ],
+            ),
+        ]
+    if "exp3" in s:
+        parts += [
+            "## 3. Decay shapes",
+            _table(
+                s["exp3"]["cells"],
+                [
+                    "norm",
+                    "warmup",
+                    "lr",
+                    "shape",
+                    "loss_median",
+                    "loss_q25",
+                    "loss_q75",
+                    "n_diverged",
+                ],
+            ),
+        ]
+    return "\n\n".join(parts) + "\n"
+
+
+# ------------------------------------------------------------------ command
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``steadystep bench stability [--quick] [--out DIR] [--workers N] [--experiments 1,2,3]``."""
+    parser = argparse.ArgumentParser(
+        prog="steadystep bench stability",
+        description="Warmup, decay and clipping stability benchmark (see docs/stability.md).",
+    )
+    parser.add_argument("--quick", action="store_true", help="tiny CI-sized run (< 3 minutes)")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=Path("stability_results"),
+        help="results folder (default: ./stability_results)",
+    )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=min(2, os.cpu_count() or 1),
+        help="worker processes (default: min(2, CPUs))",
+    )
+    parser.add_argument(
+        "--experiments",
+        default="1,2,3",
+        help="comma-separated subset of 1,2,3 (3 needs 1 and runs it)",
+    )
+    args = parser.parse_args(argv)
+    try:
+        experiments = sorted({int(x) for x in args.experiments.split(",")})
+    except ValueError:
+        experiments = []
+    if not experiments or not set(experiments) <= {1, 2, 3}:
+        parser.error(
+            f"argument --experiments: expected a subset of 1,2,3, got {args.experiments!r}"
+        )
+    if args.workers < 1:
+        parser.error(f"argument --workers: must be >= 1, got {args.workers}")
+    plan = QUICK if args.quick else FULL
+    results = run(plan, args.out, experiments=experiments, workers=args.workers)
+    print(
+        f"\nwrote {args.out}/stability.json, .csv, .md and plots in {results['meta']['seconds']} s"
+    )
+    print(markdown(results))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
