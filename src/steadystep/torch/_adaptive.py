@@ -31,7 +31,6 @@ from steadystep.clip._checks import check_norm_type, check_positive
 from ._clip import (
     ClipResult,
     GradSet,
-    apply_skip,
     as_parameters,
     check_max_norm,
     check_nonfinite,
@@ -144,10 +143,9 @@ class AGC(_Clipper):
     def clip(self) -> Tensor:
         """Clip unit-wise in place; return the global L2 norm before clipping."""
         gs, total = self._norm()
-        inf = torch.tensor(math.inf, device=total.device)
-        result = clip_with_threshold(gs, total, inf, nonfinite=self.nonfinite, optimizer=None)
-        if self.nonfinite == "skip":
-            apply_skip(result.skipped, self.params, self.optimizer)
+        result = clip_with_threshold(
+            gs, total, math.inf, nonfinite=self.nonfinite, optimizer=self.optimizer
+        )
         smallest = torch.ones((), dtype=torch.float32, device=total.device)
         for p in self.params:
             g = p.grad

@@ -350,10 +350,11 @@ def clip_with_threshold(
             "clipped (nonfinite='raise'). Use nonfinite='skip' to skip this update or "
             "'propagate' to scale by it anyway."
         )
+    # torch.full is a fill kernel on the device: no host-to-device copy, no sync
     thr = (
         threshold.to(device=total.device, dtype=total.dtype)
         if isinstance(threshold, Tensor)
-        else torch.tensor(threshold, dtype=total.dtype, device=total.device)
+        else torch.full((), threshold, dtype=total.dtype, device=total.device)
     )
     coef = torch.clamp(thr / (total + _EPS), max=1.0)
     skipped = torch.zeros((), dtype=torch.bool, device=total.device)
