@@ -14,7 +14,14 @@ from typing import Any
 
 
 def fail(name: str, requirement: str, value: Any) -> ValueError:
-    return ValueError(f"Argument `{name}` must be {requirement}. Received: {name}={value!r}")
+    return ValueError(f"Argument `{name}` must be {requirement}. Received: {name}={_show(value)}")
+
+
+def _show(value: Any) -> str:
+    # repr of an int over 4300 digits raises ValueError (CPython's int/str conversion limit)
+    if isinstance(value, int) and value.bit_length() > 1000:
+        return f"<{'-' if value < 0 else ''}int of {value.bit_length()} bits>"
+    return repr(value)
 
 
 def number(name: str, value: Any) -> float:

@@ -127,6 +127,9 @@ class _Parser:
         self.tokens = _tokenize(text)
         self.i = 0
         self.depth = 0
+        # id -> (schedule, nesting depth) of the schedules built so far: chains such as
+        # `s * 2 * 2 * ...` nest without brackets, and every walk over a schedule recurses
+        self.built: dict[int, tuple[Schedule, int]] = {}
 
     def error(self, message: str, pos: int | None = None) -> SpecError:
         return SpecError(message, self.text, self.tokens[self.i][2] if pos is None else pos)
@@ -156,16 +159,24 @@ class _Parser:
 
     def sequence(self) -> Any:
         pos = self.peek()[2]
-        value = self.product()
+        parts = [self.product()]
+        first_op = None
         while True:
             op_pos = self.peek()[2]
             if not self.take(">>"):
-                return value
-            right = self.product()
-            for side, v, p in (("left", value, pos), ("right", right, op_pos)):
+                break
+            first_op = op_pos if first_op is None else first_op
+            parts.append(self.product())
+            for side, v, p in (("left", parts[-2], pos), ("right", parts[-1], op_pos)):
                 if not isinstance(v, Schedule):
                     raise self.error(f"'>>' needs a schedule on its {side}, found {v!r}", p)
-            value = self.build(value.__rshift__, (right,), {}, op_pos)
+            pos = op_pos
+        if first_op is None:
+            return parts[0]
+        # one sequence for the whole chain (building `a >> b` pairwise is quadratic in its length)
+        from ._combine import sequence
+
+        return self.build(sequence, (parts,), {}, first_op)
 
     def product(self) -> Any:
         pos = self.peek()[2]
@@ -187,12 +198,15 @@ class _Parser:
 
     def unary(self) -> Any:
         pos = self.peek()[2]
-        if self.take("-"):
-            value = self.unary()
+        signs = 0
+        while self.take("-"):  # a loop, not recursion: '-' * 5000 must not overflow the stack
+            signs += 1
+        value = self.atom()
+        if signs:
             if isinstance(value, bool) or not isinstance(value, (int, float)):
                 raise self.error("'-' applies to numbers only", pos)
-            return -value
-        return self.atom()
+            return -value if signs % 2 else value
+        return value
 
     def atom(self) -> Any:
         kind, text, pos = self.peek()
@@ -272,11 +286,26 @@ class _Parser:
         kwargs: dict[str, Any],
         pos: int,
     ) -> Schedule:
+        if 1 + self.nesting([*args, *kwargs.values()]) > _MAX_DEPTH:
+            raise self.error(f"schedules nested deeper than {_MAX_DEPTH} levels", pos)
         try:
             result: Schedule = _construct(target, args, kwargs)
-            return result
         except (TypeError, ValueError) as exc:
             raise self.error(str(exc), pos) from None
+        self.nesting(result)
+        return result
+
+    def nesting(self, value: Any) -> int:
+        """Levels of schedules in ``value`` (0 for a number), remembered for every schedule."""
+        if isinstance(value, (list, tuple)):
+            return max((self.nesting(v) for v in value), default=0)
+        if not isinstance(value, Schedule):
+            return 0
+        if id(value) not in self.built:
+            fields = dataclasses.fields(value)  # type: ignore[arg-type]
+            depth = 1 + max((self.nesting(getattr(value, f.name)) for f in fields), default=0)
+            self.built[id(value)] = (value, depth)
+        return self.built[id(value)][1]
 
 
 def _freeze(value: Any) -> Any:
