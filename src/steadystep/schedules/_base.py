@@ -32,6 +32,36 @@ def is_numpy(xp: Namespace) -> bool:
     return bool(aac.is_numpy_namespace(xp))
 
 
+def lerp(a: float, b: float, x: Array, xp: Namespace) -> Array:
+    """``a + (b - a) * x`` for ``x`` in [0, 1]: monotone, exactly ``a`` at 0 and ``b`` at 1.
+
+    (``a * (1 - x) + b * x`` is exact at both ends but not monotone, and wobbles when
+    ``a == b``; the one-sided form can miss ``b`` by an ulp. This is the usual fix, as in C++20
+    ``std::lerp``.)
+    """
+    v = a + (b - a) * x
+    v = xp.minimum(v, b) if b >= a else xp.maximum(v, b)
+    return xp.where(x >= 1.0, b, v)
+
+
+def floor_div(t: Array, d: float, xp: Namespace) -> Array:
+    """``floor(t / d)``, exact at multiples of ``d`` on every backend.
+
+    XLA (and fast-math CUDA kernels) may divide as ``t * (1 / d)``, which can land a hair under
+    an integer exactly at a boundary; settle the quotient with exact multiplications.
+    """
+    q = xp.floor(t / d)
+    q = xp.where((q + 1.0) * d <= t, q + 1.0, q)
+    return xp.where(q * d > t, q - 1.0, q)
+
+
+def ceil_div(t: Array, d: float, xp: Namespace) -> Array:
+    """``ceil(t / d)``, exact at multiples of ``d`` (see :func:`floor_div`)."""
+    q = xp.ceil(t / d)
+    q = xp.where((q - 1.0) * d >= t, q - 1.0, q)
+    return xp.where(q * d < t, q + 1.0, q)
+
+
 def by_interval(
     t: Array, xp: Namespace, cuts: tuple[float, ...], branches: list[Callable[[Array], Array]]
 ) -> Array:

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from . import _check as check
-from ._base import Array, Namespace, Schedule
+from ._base import Array, Namespace, Schedule, floor_div
 
 
 def _set(obj: Schedule, name: str, value: Any) -> None:
@@ -54,8 +54,9 @@ class FromEpochs(Schedule, spec_name="from_epochs"):
         return None if inner is None else inner * self.steps_per_epoch
 
     def _eval(self, t: Array, xp: Namespace) -> Array:
-        epochs = t / self.steps_per_epoch
-        return self.schedule._eval(xp.floor(epochs) if self.discrete else epochs, xp)
+        if self.discrete:
+            return self.schedule._eval(floor_div(t, self.steps_per_epoch, xp), xp)
+        return self.schedule._eval(t / self.steps_per_epoch, xp)
 
 
 @dataclass(frozen=True, repr=False)

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from . import _check as check
-from ._base import Array, Namespace, Schedule, by_interval
+from ._base import Array, Namespace, Schedule, by_interval, floor_div
 
 
 def _set(obj: Schedule, name: str, value: Any) -> None:
@@ -284,7 +284,7 @@ class Repeat(Schedule, spec_name="repeat"):
         assert period is not None
         r = self.stretch
         if r == 1:
-            i = xp.floor(t / period)
+            i = floor_div(t, period, xp)
         else:
             i = xp.floor(xp.log(1.0 + t * (r - 1.0) / period) / math.log(r))
             # the log may land a hair off an integer at a cycle boundary: settle it exactly

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from . import _check as check
-from ._base import Array, Namespace, Schedule, is_numpy
+from ._base import Array, Namespace, Schedule, ceil_div, floor_div, is_numpy, lerp
 
 
 def _set(obj: Schedule, name: str, value: Any) -> None:
@@ -51,9 +51,9 @@ class Constant(Schedule, spec_name="constant"):
 
 @dataclass(frozen=True, repr=False)
 class Linear(Schedule, spec_name="linear"):
-    """Straight line from ``start`` to ``end`` over ``steps``: ``start * (1 - x) + end * x``.
+    """Straight line from ``start`` to ``end`` over ``steps``: ``start + (end - start) * x``.
 
-    Either direction (a ramp up or a decay). Exact at both ends.
+    Either direction (a ramp up or a decay). Exact at both ends and monotone.
 
     >>> s = linear(1.0, 0.0, steps=4)
     >>> [s(t) for t in range(6)]
@@ -75,15 +75,14 @@ class Linear(Schedule, spec_name="linear"):
         return self.steps
 
     def _eval(self, t: Array, xp: Namespace) -> Array:
-        x = _fraction(t, self.steps, xp)
-        return self.start * (1.0 - x) + self.end * x
+        return lerp(self.start, self.end, _fraction(t, self.steps, xp), xp)
 
 
 @dataclass(frozen=True, repr=False)
 class Cosine(Schedule, spec_name="cosine"):
     """Half a cosine from ``start`` to ``end`` over ``steps``.
 
-    ``c = (1 + cos(pi * x)) / 2``; value ``start * c + end * (1 - c)``. ``end`` is the floor
+    ``w = (1 - cos(pi * x)) / 2``; value ``start + (end - start) * w``. ``end`` is the floor
     (``eta_min``). Either direction is allowed (one-cycle's rising phase is a cosine upward).
 
     >>> s = cosine(1.0, 0.0, steps=2)
@@ -108,8 +107,8 @@ class Cosine(Schedule, spec_name="cosine"):
         return self.steps
 
     def _eval(self, t: Array, xp: Namespace) -> Array:
-        c = 0.5 * (1.0 + xp.cos(math.pi * _fraction(t, self.steps, xp)))
-        return self.start * c + self.end * (1.0 - c)
+        w = 0.5 * (1.0 - xp.cos(math.pi * _fraction(t, self.steps, xp)))
+        return lerp(self.start, self.end, w, xp)
 
 
 def _decay_bounds(start: float, end: float) -> None:
@@ -159,16 +158,18 @@ class Polynomial(Schedule, spec_name="polynomial"):
 
     def _eval(self, t: Array, xp: Namespace) -> Array:
         if self.cycle:
-            horizon = self.steps * xp.maximum(xp.ceil(t / self.steps), 1.0)
+            horizon = self.steps * xp.maximum(ceil_div(t, self.steps, xp), 1.0)
             p = t / horizon
         else:
             p = xp.minimum(t, self.steps) / self.steps
+        # XLA may divide by multiplying with a rounded reciprocal: keep p within [0, 1]
+        p = xp.clip(p, 0.0, 1.0)
         return (self.start - self.end) * (1.0 - p) ** self.power + self.end
 
 
 @dataclass(frozen=True, repr=False)
 class OneMinusSqrt(Schedule, spec_name="one_minus_sqrt"):
-    """The "1-sqrt" cooldown: ``start * (1 - sqrt(x)) + end * sqrt(x)`` over ``steps``.
+    """The "1-sqrt" cooldown: ``start + (end - start) * sqrt(x)`` over ``steps``.
 
     >>> s = one_minus_sqrt(1.0, 0.0, steps=4)
     >>> s(1), s(4)
@@ -194,8 +195,7 @@ class OneMinusSqrt(Schedule, spec_name="one_minus_sqrt"):
         return self.steps
 
     def _eval(self, t: Array, xp: Namespace) -> Array:
-        r = xp.sqrt(_fraction(t, self.steps, xp))
-        return self.start * (1.0 - r) + self.end * r
+        return lerp(self.start, self.end, xp.sqrt(_fraction(t, self.steps, xp)), xp)
 
 
 @dataclass(frozen=True, repr=False)
@@ -233,9 +233,7 @@ class Exponential(Schedule, spec_name="exponential"):
                 raise check.fail("end", side, self.end)
 
     def _eval(self, t: Array, xp: Namespace) -> Array:
-        p = t / self.every
-        if self.staircase:
-            p = xp.floor(p)
+        p = floor_div(t, self.every, xp) if self.staircase else t / self.every
         value = self.start * self.rate**p
         if self.end is None:
             return value
@@ -341,8 +339,7 @@ class Piecewise(Schedule, spec_name="piecewise"):
             out = xp.zeros_like(t) + v[0]
             for i in range(1, len(b)):
                 x = xp.clip((t - b[i - 1]) / (b[i] - b[i - 1]), 0.0, 1.0)
-                seg = v[i - 1] * (1.0 - x) + v[i] * x
-                out = xp.where(t >= b[i - 1], seg, out)
+                out = xp.where(t >= b[i - 1], lerp(v[i - 1], v[i], x, xp), out)
             return out
         if is_numpy(xp):
             import numpy as np
@@ -374,7 +371,7 @@ class Step(Schedule, spec_name="step"):
         _set(self, "rate", check.positive("rate", self.rate))
 
     def _eval(self, t: Array, xp: Namespace) -> Array:
-        return self.start * self.rate ** xp.floor(t / self.every)
+        return self.start * self.rate ** floor_div(t, self.every, xp)
 
 
 @dataclass(frozen=True, repr=False)

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from . import _check as check
-from ._base import Array, Namespace, Schedule, by_interval
+from ._base import Array, Namespace, Schedule, by_interval, lerp
 
 SHAPES = ("linear", "cosine", "exponential")
 
@@ -24,7 +24,7 @@ class Warmup(Schedule, spec_name="warmup"):
 
     With ``x = t / steps`` during warmup (``t < steps``) the value is
 
-    - ``"linear"``: ``start * (1 - x) + P * x``
+    - ``"linear"``: ``start + (P - start) * x``
     - ``"cosine"``: the same with ``x`` replaced by ``(1 - cos(pi * x)) / 2``
     - ``"exponential"``: ``start * (P / start) ** x`` (geometric; needs ``start > 0``)
 
@@ -100,7 +100,7 @@ class Warmup(Schedule, spec_name="warmup"):
                 return start * (peak / start) ** x
             if self.shape == "cosine":
                 x = 0.5 * (1.0 - xp.cos(math.pi * x))
-            return start * (1.0 - x) + peak * x
+            return lerp(start, peak, x, xp)
 
         def after(u: Array) -> Array:
             return self.schedule._eval(u if self.overlay else xp.maximum(u - self.steps, 0.0), xp)
