@@ -227,9 +227,9 @@ def _prepare_numpy(step: np.ndarray[Any, Any]) -> tuple[Array, Namespace, Callab
     if kind == "f":
         bad = ~np.isfinite(t) | (t != np.floor(t))
         if bad.any():
-            raise _bad_step("whole numbers", t[bad].flat[0])
+            raise _bad_step("whole numbers", step[bad].flat[0].item())
     if kind != "u" and (t < 0).any():
-        raise _bad_step(">= 0", t[t < 0].flat[0])
+        raise _bad_step(">= 0", step[t < 0].flat[0].item())
     return t, _NUMPY, _identity
 
 
