@@ -9,7 +9,6 @@ import inspect
 import subprocess
 import sys
 import warnings
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -22,8 +21,6 @@ import jax.numpy as jnp  # noqa: E402
 import steadystep as ss  # noqa: E402
 import steadystep.jax as ssj  # noqa: E402
 from steadystep.schedules._base import REGISTRY, Schedule  # noqa: E402
-
-sys.path.insert(0, str(Path(__file__).parent))
 
 
 def _close(got: Any, want: Any, scale: float, rtol: float = 2e-5) -> None:

@@ -147,17 +147,17 @@ def adaptive_grad_clip(
     return optax.GradientTransformation(lambda params: optax.EmptyState(), update_fn)
 
 
-def autoclip(percentile: float = 10.0, history_size: int = 1000) -> optax.GradientTransformation:
+def autoclip(percentile: float = 10.0, history: int = 1000) -> optax.GradientTransformation:
     """AutoClip (Seetharaman et al. 2020): clip to a percentile of the recent gradient norms.
 
-    Each update records its finite global norm in a ring buffer of ``history_size`` (the state,
+    Each update records its finite global norm in a ring buffer of ``history`` (the state,
     :class:`steadystep.clip.NormHistory`) and clips to ``threshold = percentile``-th
     percentile of the history (the current norm included) with the coefficient
     ``min(1, threshold / (norm + 1e-6))``. See :func:`steadystep.clip.autoclip_step`.
 
     Examples:
         >>> import jax.numpy as jnp
-        >>> tx = autoclip(percentile=50.0, history_size=8)
+        >>> tx = autoclip(percentile=50.0, history=8)
         >>> state = tx.init(None)
         >>> for norm in [1.0, 3.0, 2.0]:
         ...     g, state = tx.update(jnp.array([norm]), state)
@@ -168,7 +168,7 @@ def autoclip(percentile: float = 10.0, history_size: int = 1000) -> optax.Gradie
 
     def init_fn(params: Any) -> rules.NormHistory:
         del params
-        return rules.autoclip_init(history_size, jnp.zeros(()))
+        return rules.autoclip_init(history, jnp.zeros(()))
 
     def update_fn(
         updates: Any, state: rules.NormHistory, params: Any = None
@@ -178,7 +178,7 @@ def autoclip(percentile: float = 10.0, history_size: int = 1000) -> optax.Gradie
         state, threshold = rules.autoclip_step(state, norm, percentile=percentile)
         return _scaled(updates, _coefficient(threshold, norm)), state
 
-    rules.history_init(history_size)  # validates history_size now, not at init
+    rules.history_init(history)  # validates history now, not at init
     return optax.GradientTransformation(init_fn, update_fn)
 
 
