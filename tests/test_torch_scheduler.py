@@ -177,6 +177,23 @@ def test_gradscaler_skip_does_not_advance_and_does_not_warn() -> None:
     assert sched.last_epoch == 4
 
 
+def test_gradscaler_skip_inside_a_fused_optimizer_is_not_counted() -> None:
+    # fused optimizers are always called by GradScaler and skip on the device via `found_inf`
+    model = torch.nn.Linear(3, 1)
+    opt = torch.optim.AdamW(model.parameters(), lr=0.1, fused=True)
+    sched = Scheduler(opt, ss.linear(1.0, 0.0, steps=10))
+    scaler = torch.amp.GradScaler("cpu", init_scale=2.0**4)
+    for i in range(5):
+        x = torch.full((3,), math.inf if i in (1, 2) else 1.0)
+        scaler.scale(model(x).sum()).backward()
+        scaler.step(opt)
+        scaler.update()
+        opt.zero_grad()
+        sched.step()
+    assert sched.last_epoch == 3 == int(opt.state[model.weight]["step"])
+    assert lrs(opt) == [pytest.approx(0.7)]
+
+
 def test_gradient_accumulation_advances_once_per_update() -> None:
     opt = make()
     sched = Scheduler(opt, ss.linear(1.0, 0.0, steps=10))
@@ -381,3 +398,22 @@ def test_tensor_lr_does_not_recompile_a_compiled_optimizer_step() -> None:
     assert used == [float(np.float32(COSINE(k))) for k in range(100)]
     float_frames, _ = _compiled_loop(tensor=False, n=5)
     assert float_frames > 1  # the same loop with a Python-float LR recompiles
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_tensor_mode_on_cuda_never_syncs() -> None:
+    model = torch.nn.Linear(4, 2, device="cuda")
+    opt = torch.optim.AdamW(model.parameters(), lr=0.01, capturable=True)
+    sched = Scheduler(opt, COSINE, tensor=True)
+    lr = opt.param_groups[0]["lr"]
+    assert lr.device.type == "cuda"
+    torch.cuda.set_sync_debug_mode("error")  # any host-device sync raises
+    try:
+        for _ in range(300):  # crosses a block boundary: the block is evaluated on the device
+            model(torch.ones(4, device="cuda")).sum().backward()
+            opt.step()
+            opt.zero_grad()
+            sched.step()
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert lr.item() == pytest.approx(COSINE(300), rel=1e-6)  # float32, computed on the GPU

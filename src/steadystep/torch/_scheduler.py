@@ -12,6 +12,9 @@ updates the optimizer really made; :meth:`Scheduler.step` advances the schedule 
 An update that ``GradScaler`` skips (``inf``/``NaN`` gradients: it does not call
 ``optimizer.step()``) is not counted, so the schedule does not advance and no warning is shown;
 a ``step()`` call in the middle of gradient accumulation finds no new update and does nothing.
+Fused optimizers (``fused=True``) are always called by ``GradScaler`` and skip inside their
+kernel; their skipped updates are not counted either (``step()`` then reads the scaler's
+``found_inf`` flag: one host sync).
 The two-line patterns::
 
     scaler.step(optimizer); scaler.update()    # AMP: a skipped update is not counted
@@ -50,12 +53,20 @@ _PARAM = re.compile(r"^([A-Za-z_]\w*)(?:\[(\d+)\])?$")
 
 
 class _UpdateCounter:
-    """Counts real optimizer updates; its hook holds the scheduler's counter only weakly."""
+    """Counts real optimizer updates; its hook holds the counter only weakly."""
 
-    __slots__ = ("__weakref__", "updates")
+    __slots__ = ("__weakref__", "pending", "updates")
 
     def __init__(self) -> None:
         self.updates = 0
+        # ``found_inf`` flags of steps a fused optimizer may have skipped on the device
+        self.pending: list[torch.Tensor] = []
+
+    def settle(self) -> int:
+        if self.pending:  # one host sync, only for fused/capturable optimizers under GradScaler
+            self.updates += sum(not bool(f) for f in self.pending)
+            self.pending.clear()
+        return self.updates
 
 
 def _make_hook(counter: _UpdateCounter) -> Any:
@@ -63,7 +74,14 @@ def _make_hook(counter: _UpdateCounter) -> Any:
 
     def hook(optimizer: Optimizer, args: Any, kwargs: Any) -> None:
         c = ref()
-        if c is not None:
+        if c is None:
+            return
+        # GradScaler does not call step() for a skipped update, except on optimizers that skip
+        # inside their (fused) kernel: those get ``found_inf`` set during the call.
+        found_inf = getattr(optimizer, "found_inf", None)
+        if isinstance(found_inf, torch.Tensor):
+            c.pending.append(found_inf)
+        else:
             c.updates += 1
 
     return hook
@@ -192,7 +210,7 @@ class Scheduler(LRScheduler):
                 f"Received: epoch={epoch!r}. To jump to a step, assign `scheduler.last_epoch`."
             )
         self._step_count += 1
-        new = self._counter.updates - self._seen
+        new = self._counter.settle() - self._seen
         if new:
             self._seen += new
             self._step += new
@@ -216,7 +234,7 @@ class Scheduler(LRScheduler):
     @last_epoch.setter
     def last_epoch(self, step: int) -> None:
         self._step = _check_step(step, "last_epoch")
-        self._seen = self._counter.updates
+        self._seen = self._counter.settle()
         self._apply()
 
     def state_dict(self) -> dict[str, Any]:
@@ -280,7 +298,7 @@ class Scheduler(LRScheduler):
             self._bases = [_as_float(b, i) for i, b in enumerate(bases)]
             self._block_start = _STALE
         self._step = step
-        self._seen = self._counter.updates
+        self._seen = self._counter.settle()
         self._apply()
 
     # -- internals ------------------------------------------------------------------------------
