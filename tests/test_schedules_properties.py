@@ -71,7 +71,9 @@ def test_jax_matches_numpy_in_float32_and_float64(s: ss.Schedule) -> None:
     expected = s(steps)
     out = jax.jit(s)(jnp.asarray(steps, dtype=jnp.int32))
     assert out.dtype == jnp.float32
-    np.testing.assert_allclose(np.asarray(out), expected, rtol=2e-4, atol=1e-30)
+    # float32 rounding relative to the schedule's scale (a value that should be 0 may be 1e-8)
+    scale = float(np.abs(expected).max())
+    np.testing.assert_allclose(np.asarray(out), expected, rtol=2e-4, atol=2e-6 * scale)
     with jax.enable_x64(True):
         out64 = s(jnp.asarray(steps))
         assert out64.dtype == jnp.float64

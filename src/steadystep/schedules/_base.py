@@ -40,6 +40,8 @@ def lerp(a: float, b: float, x: Array, xp: Namespace) -> Array:
     ``std::lerp``.)
     """
     v = a + (b - a) * x
+    if is_numpy(xp) and a + (b - a) == b:
+        return v  # float64 already lands on b at x = 1, and rounding is monotone: nothing to fix
     v = xp.minimum(v, b) if b >= a else xp.maximum(v, b)
     return xp.where(x >= 1.0, b, v)
 

@@ -19,7 +19,10 @@ def _set(obj: Schedule, name: str, value: Any) -> None:
 
 
 def _fraction(t: Array, steps: float, xp: Namespace) -> Array:
-    return xp.clip(t / steps, 0.0, 1.0)
+    """``min(t / steps, 1)``, exactly 1 from ``t = steps`` on every backend."""
+    x = xp.clip(t / steps, 0.0, 1.0)
+    # NumPy divides correctly rounded; XLA may multiply by a rounded reciprocal (141/141 < 1)
+    return x if is_numpy(xp) else xp.where(t >= steps, 1.0, x)
 
 
 @dataclass(frozen=True, repr=False)
@@ -161,9 +164,8 @@ class Polynomial(Schedule, spec_name="polynomial"):
             horizon = self.steps * xp.maximum(ceil_div(t, self.steps, xp), 1.0)
             p = t / horizon
         else:
-            p = xp.minimum(t, self.steps) / self.steps
-        # XLA may divide by multiplying with a rounded reciprocal: keep p within [0, 1]
-        p = xp.clip(p, 0.0, 1.0)
+            p = _fraction(t, self.steps, xp)
+        p = xp.clip(p, 0.0, 1.0)  # XLA may divide with a rounded reciprocal: stay in [0, 1]
         return (self.start - self.end) * (1.0 - p) ** self.power + self.end
 
 
