@@ -345,6 +345,13 @@ def test_bad_arguments_name_what_is_wrong() -> None:
     opt = torch.optim.SGD([torch.nn.Parameter(torch.ones(1))], lr=0.1)
     with pytest.raises(ValueError, match="param_groups\\[0\\] has no 'name' key"):
         Scheduler(opt, {"a": COSINE})
+    sched = Scheduler(opt, COSINE)
+    opt.add_param_group({"params": [torch.nn.Parameter(torch.ones(1))]})
+    update(opt)
+    with pytest.raises(
+        RuntimeError, match="now has 2 param groups; this Scheduler was built for 1"
+    ):
+        sched.step()
 
 
 # -- tensor LR ----------------------------------------------------------------------------------

@@ -86,9 +86,8 @@ def layerwise_lr_decay_groups(
         raise check.fail("decay", "in (0, 1]", decay)
     wd = check.nonnegative("weight_decay", weight_decay)
     find = _default_layer_of if layer_of is None else layer_of
-    no_wd = (
-        set(model.no_weight_decay()) if callable(getattr(model, "no_weight_decay", None)) else set()
-    )
+    listed = getattr(model, "no_weight_decay", None)  # timm's convention: a set of names
+    no_wd = set(listed()) if callable(listed) else set()
 
     named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     ids = {n: find(n) for n, _ in named}

@@ -178,8 +178,10 @@ class Scheduler(LRScheduler):
         self.relative = relative
         self.tensor = tensor
         #: each group's value at construction (the multipliers' base with ``relative=True``)
-        self.base_lrs: list[float] = [_as_float(self._get(g), i) for i, g in enumerate(groups)]
-        self._bases: list[float] | None = list(self.base_lrs) if relative else None
+        self.base_lrs: list[float | torch.Tensor] = [
+            _as_float(self._get(g), i) for i, g in enumerate(groups)
+        ]
+        self._bases: list[float] | None = [float(b) for b in self.base_lrs] if relative else None
         self._tensors: list[torch.Tensor | None] = [None] * len(groups)
         if tensor:
             self._tensors = [
@@ -366,6 +368,7 @@ class Scheduler(LRScheduler):
                 continue
             t = self._tensors[i]
             steps: Any
+            key: Any
             if t is None:
                 steps = np.arange(start, start + _BLOCK, dtype=np.int64)
                 key = id(s)
@@ -389,6 +392,11 @@ class Scheduler(LRScheduler):
             self._fill_blocks(k - k % _BLOCK)
             i = k % _BLOCK
         groups = self.optimizer.param_groups
+        if len(groups) != len(self._blocks):
+            raise RuntimeError(
+                f"The optimizer now has {len(groups)} param groups; this Scheduler was built for "
+                f"{len(self._blocks)}. Build a new Scheduler after add_param_group()."
+            )
         last: list[Any] = []
         dst: list[torch.Tensor] = []
         src: list[torch.Tensor] = []
