@@ -236,6 +236,10 @@ class Exponential(Schedule, spec_name="exponential"):
 
     def _eval(self, t: Array, xp: Namespace) -> Array:
         p = floor_div(t, self.every, xp) if self.staircase else t / self.every
+        if self.end is not None and self.rate > 1:
+            # stop the exponent just past the ceiling: `rate ** p` would overflow (and warn)
+            # long before t reaches 1e12, although the result is the ceiling anyway
+            p = xp.minimum(p, math.log(self.end / self.start) / math.log(self.rate) + 2.0)
         value = self.start * self.rate**p
         if self.end is None:
             return value

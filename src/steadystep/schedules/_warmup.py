@@ -69,7 +69,13 @@ class Warmup(Schedule, spec_name="warmup"):
                 f"Argument `steps` must be <= the schedule's length ({total!r}) when "
                 f"overlay=True (the warmup would outlast the run). Received: steps={self.steps!r}"
             )
-        peak = float(self.schedule._eval(np.zeros(()), _numpy()))
+        with np.errstate(all="ignore"):  # an overflow is reported below, as a ValueError
+            peak = float(self.schedule._eval(np.zeros(()), _numpy()))
+        if not math.isfinite(peak):
+            raise ValueError(
+                "Argument `schedule` must have a finite value at step 0 (the warmup's peak). "
+                f"Received: schedule={self.schedule!r}, whose value at step 0 is {peak!r}"
+            )
         if self.shape == "exponential" and (self.start <= 0 or peak <= 0):
             raise check.fail(
                 "start", f"> 0, as is the peak ({peak!r}), for shape='exponential'", self.start
