@@ -43,6 +43,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import functools
+import json
 import math
 import os
 import platform
@@ -358,7 +359,7 @@ def run_task(task: dict[str, Any]) -> dict[str, Any]:
     import torch
 
     torch.set_num_threads(1)
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     plan = Plan(**task["plan"])
     seed = task["seed"]
     torch.manual_seed(seed)
@@ -388,7 +389,11 @@ def run_task(task: dict[str, Any]) -> dict[str, Any]:
         every = plan.tf_steps // plan.curve_points if task["experiment"] == 3 else 0
         out = _train(model, optimizer, schedule, plan.tf_steps, seed, plan, None, every)
     row = {k: v for k, v in task.items() if k != "plan"}
-    row.update(out, seconds=round(time.perf_counter() - start, 2))
+    row.update(
+        out,
+        seconds=round(time.perf_counter() - start, 2),
+        cpu_seconds=round(time.process_time() - cpu, 2),
+    )
     return row
 
 
@@ -454,6 +459,7 @@ def _recipes(cells: Sequence[dict[str, Any]], keys: Sequence[str]) -> list[dict[
                 "largest_stable_lr": h.largest_stable_lr(group),
                 "lr_sensitivity": h.lr_sensitivity([c["loss_median"] for c in group], init),
                 "n_diverged": sum(c["n_diverged"] for c in group),
+                "n_failed": sum(c["n_failed"] for c in group),
                 "n_runs": sum(c["n_seeds"] for c in group),
             }
         )
@@ -472,7 +478,7 @@ def analyse(runs: Sequence[dict[str, Any]]) -> dict[str, Any]:
     if exp2:
         cells = h.summarize(exp2, EXP2_KEYS)
         for c in cells:
-            c["bpc_median"] = c["loss_median"] / LN2
+            c.update({f"bpc_{q}": c[f"loss_{q}"] / LN2 for q in ("median", "q25", "q75")})
         out["exp2"] = {"cells": cells, "recipes": _recipes(cells, ["clip"])}
     if exp3:
         cells = h.summarize(exp3, ["norm", "warmup", "lr", "shape"])
@@ -495,14 +501,30 @@ def run(
     log = log or functools.partial(print, flush=True)
     experiments = sorted(set(experiments) | ({1} if 3 in experiments else set()))
     tasks = _tasks(plan, experiments)
-    # the longest runs first, so that the two workers finish together
-    tasks.sort(key=lambda t: t["experiment"] == 2)
+    # seed by seed (so an interrupted run has whole grids), the slow transformer runs first
+    tasks.sort(key=lambda t: (t["seed"], t["experiment"] == 2))
     total = len(tasks) + (len(plan.shapes) * len(plan.seeds) if 3 in experiments else 0)
+    meta = {
+        "plan": dataclasses.asdict(plan),
+        "experiments": experiments,
+        "workers": workers,
+        "python": platform.python_version(),
+        "torch": _torch_version(),
+        "steadystep": ss.__version__,
+        "scheduler": _scheduler_name(),
+        "unigram_loss": unigram_loss(),
+    }
+    # every finished run is appended here at once; --replot can rebuild from it if interrupted
+    partial = out_dir / PARTIAL
+    out_dir.mkdir(parents=True, exist_ok=True)
+    partial.write_text(json.dumps(h.plain(meta)) + "\n")
     start = time.perf_counter()
     done = [0]
 
     def progress(row: dict[str, Any]) -> None:
         done[0] += 1
+        with partial.open("a") as f:
+            f.write(json.dumps(h.plain(row)) + "\n")
         what = " ".join(f"{k}={row[k]}" for k in ("norm", "warmup", "clip", "shape") if k in row)
         flag = " DIVERGED" if row["diverged"] else ""
         log(
@@ -519,24 +541,43 @@ def run(
         then_after=lambda t: t["experiment"] == 1,
         progress=progress,
     )
-    runs.sort(key=lambda r: [str(r.get(k, "")) for k in ("experiment", "norm", "warmup", "clip")])
-    results = {
-        "meta": {
-            "plan": dataclasses.asdict(plan),
-            "experiments": experiments,
-            "workers": workers,
-            "seconds": round(time.perf_counter() - start, 1),
-            "python": platform.python_version(),
-            "torch": _torch_version(),
-            "steadystep": ss.__version__,
-            "scheduler": _scheduler_name(),
-            "unigram_loss": unigram_loss(),
-        },
-        "summary": analyse(runs),
-        "runs": runs,
-    }
+    meta["seconds"] = round(time.perf_counter() - start, 1)
+    results = _results(meta, runs)
     _write(results, out_dir, plan)
+    partial.unlink()
     return results
+
+
+PARTIAL = "stability_partial.jsonl"
+
+
+def _results(meta: dict[str, Any], runs: list[dict[str, Any]]) -> dict[str, Any]:
+    for row in runs:
+        if row["final_loss"] is None:  # strict JSON stores NaN as null
+            row["final_loss"] = float("nan")
+    runs.sort(key=lambda r: [str(r.get(k, "")) for k in ("experiment", "norm", "warmup", "clip")])
+    return {"meta": meta, "summary": analyse(runs), "runs": runs}
+
+
+def replot(out_dir: Path) -> dict[str, Any]:
+    """Recompute summaries, tables and plots from ``out_dir/stability.json`` (no training).
+
+    Without ``stability.json`` (an interrupted run), the runs finished so far are read from
+    ``stability_partial.jsonl`` and the results say ``"partial": true``.
+    """
+    if (out_dir / "stability.json").exists():
+        old = json.loads((out_dir / "stability.json").read_text())
+        meta, runs = old["meta"], old["runs"]
+    else:
+        meta, *runs = (json.loads(line) for line in (out_dir / PARTIAL).read_text().splitlines())
+        meta["partial"] = True
+    results = _results(meta, runs)
+    _write(results, out_dir, Plan(**{k: _tuples(v) for k, v in meta["plan"].items()}))
+    return results
+
+
+def _tuples(value: Any) -> Any:
+    return tuple(value) if isinstance(value, list) else value
 
 
 def _torch_version() -> str:
@@ -566,7 +607,7 @@ def _write(results: dict[str, Any], out: Path, plan: Plan) -> None:
         for c in part["cells"]
     ]
     h.write_csv(out / "stability_cells.csv", cells)
-    h._atomic_write(out / "stability.md", markdown(results).encode())
+    h.atomic_write(out / "stability.md", markdown(results).encode())
     try:
         from . import stability_plots
     except ImportError:  # matplotlib missing: results without plots
@@ -585,6 +626,31 @@ def _table(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> str:
     return "\n".join(lines)
 
 
+_RECIPE = "best_lr best_loss largest_stable_lr lr_sensitivity n_diverged n_failed n_runs"
+_TABLES = (
+    ("exp1", "recipes", "1. Warmup and Post-LN: per recipe", "norm warmup " + _RECIPE),
+    (
+        "exp1",
+        "cells",
+        "1. Warmup and Post-LN: cells",
+        "norm warmup lr loss_median loss_q25 loss_q75 n_diverged n_failed spikes_median",
+    ),
+    ("exp2", "recipes", "2. Clipping: per rule (losses in nats/char)", "clip " + _RECIPE),
+    (
+        "exp2",
+        "cells",
+        "2. Clipping: cells (bits/char)",
+        "clip lr bpc_median bpc_q25 bpc_q75 n_diverged n_failed spikes_median clip_frac_median",
+    ),
+    (
+        "exp3",
+        "cells",
+        "3. Decay shapes",
+        "norm warmup lr shape loss_median loss_q25 loss_q75 n_diverged",
+    ),
+)
+
+
 def markdown(results: dict[str, Any]) -> str:
     """The summary tables of a results dict, as Markdown."""
     s = results["summary"]
@@ -595,84 +661,9 @@ def markdown(results: dict[str, Any]) -> str:
         f"{meta['plan']['seeds']}; unigram loss {meta['unigram_loss']:.3f} nats/char. "
         "Losses: median [q25, q75] over seeds of min(final val loss, loss at init), nats/char.",
     ]
-    if "exp1" in s:
-        parts += [
-            "## 1. Warmup and Post-LN: per recipe",
-            _table(
-                s["exp1"]["recipes"],
-                [
-                    "norm",
-                    "warmup",
-                    "best_lr",
-                    "best_loss",
-                    "largest_stable_lr",
-                    "lr_sensitivity",
-                    "n_diverged",
-                    "n_runs",
-                ],
-            ),
-            "## 1. cells",
-            _table(
-                s["exp1"]["cells"],
-                [
-                    "norm",
-                    "warmup",
-                    "lr",
-                    "loss_median",
-                    "loss_q25",
-                    "loss_q75",
-                    "n_diverged",
-                    "spikes_median",
-                ],
-            ),
-        ]
-    if "exp2" in s:
-        parts += [
-            "## 2. Clipping: per method",
-            _table(
-                s["exp2"]["recipes"],
-                [
-                    "clip",
-                    "best_lr",
-                    "best_loss",
-                    "largest_stable_lr",
-                    "lr_sensitivity",
-                    "n_diverged",
-                    "n_runs",
-                ],
-            ),
-            "## 2. cells",
-            _table(
-                s["exp2"]["cells"],
-                [
-                    "clip",
-                    "lr",
-                    "bpc_median",
-                    "loss_q25",
-                    "loss_q75",
-                    "n_diverged",
-                    "spikes_median",
-                    "clip_frac_median",
-                ],
-            ),
-        ]
-    if "exp3" in s:
-        parts += [
-            "## 3. Decay shapes",
-            _table(
-                s["exp3"]["cells"],
-                [
-                    "norm",
-                    "warmup",
-                    "lr",
-                    "shape",
-                    "loss_median",
-                    "loss_q25",
-                    "loss_q75",
-                    "n_diverged",
-                ],
-            ),
-        ]
+    for exp, part, title, columns in _TABLES:
+        if exp in s:
+            parts += [f"## {title}", _table(s[exp][part], columns.split())]
     return "\n\n".join(parts) + "\n"
 
 
@@ -699,6 +690,11 @@ def main(argv: list[str] | None = None) -> int:
         help="worker processes (default: min(2, CPUs))",
     )
     parser.add_argument(
+        "--replot",
+        action="store_true",
+        help="train nothing: recompute tables and plots from OUT/stability.json",
+    )
+    parser.add_argument(
         "--experiments",
         default="1,2,3",
         help="comma-separated subset of 1,2,3 (3 needs 1 and runs it)",
@@ -714,6 +710,10 @@ def main(argv: list[str] | None = None) -> int:
         )
     if args.workers < 1:
         parser.error(f"argument --workers: must be >= 1, got {args.workers}")
+    if args.replot:
+        results = replot(args.out)
+        print(markdown(results))
+        return 0
     plan = QUICK if args.quick else FULL
     results = run(plan, args.out, experiments=experiments, workers=args.workers)
     print(

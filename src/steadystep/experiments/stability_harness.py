@@ -35,10 +35,13 @@ import numpy as np
 Row = dict[str, Any]
 
 __all__ = [
+    "atomic_write",
     "count_spikes",
     "is_diverged",
+    "is_failed",
     "largest_stable_lr",
     "lr_sensitivity",
+    "plain",
     "run_tasks",
     "save_figure",
     "summarize",
@@ -99,6 +102,19 @@ def count_spikes(
     return spikes
 
 
+def is_failed(row: Mapping[str, Any]) -> bool:
+    """Diverged, or ended no better than ``row["unigram_loss"]`` when the row has one.
+
+    The unigram loss is that of a model that learned only the character frequencies; a run
+    that ends there trained but learned nothing else (a collapse rather than a blow-up).
+
+    >>> is_failed({"final_loss": 3.3, "init_loss": 4.6, "unigram_loss": 3.2})
+    True
+    """
+    final, init = float(row["final_loss"]), float(row["init_loss"])
+    return is_diverged(final, init) or final >= float(row.get("unigram_loss", math.inf))
+
+
 def _capped(row: Mapping[str, Any]) -> float:
     """``min(final, init)``, with a non-finite final loss replaced by ``init`` (Wortsman et al.)."""
     final, init = float(row["final_loss"]), float(row["init_loss"])
@@ -110,7 +126,8 @@ def summarize(runs: Iterable[Row], keys: Sequence[str]) -> list[Row]:
 
     ``loss_median``/``loss_q25``/``loss_q75`` are over the *capped* final losses
     ``min(final, init)`` (a diverged seed contributes its initial loss, so it pulls the
-    median up instead of vanishing); ``n_diverged`` counts the diverged seeds and
+    median up instead of vanishing); ``n_diverged`` counts the diverged seeds, ``n_failed``
+    those that diverged or ended no better than the unigram loss (:func:`is_failed`), and
     ``spikes_median``/``clip_frac_median`` summarise the other per-run numbers.
 
     >>> runs = [
@@ -131,6 +148,7 @@ def summarize(runs: Iterable[Row], keys: Sequence[str]) -> list[Row]:
         row.update(
             n_seeds=len(group),
             n_diverged=sum(is_diverged(r["final_loss"], r["init_loss"]) for r in group),
+            n_failed=sum(is_failed(r) for r in group),
             loss_median=float(np.median(capped)),
             loss_q25=float(np.percentile(capped, 25)),
             loss_q75=float(np.percentile(capped, 75)),
@@ -162,12 +180,13 @@ def lr_sensitivity(losses: Sequence[float], init_loss: float) -> float:
 
 
 def largest_stable_lr(cells: Iterable[Row]) -> float | None:
-    """Largest ``lr`` among ``cells`` (summary rows of one recipe) where no seed diverged.
+    """Largest ``lr`` among ``cells`` (summary rows of one recipe) where no seed failed
+    (``n_failed``: diverged or ended at the unigram loss; ``n_diverged`` if absent).
 
-    >>> largest_stable_lr([{"lr": 0.1, "n_diverged": 0}, {"lr": 1.0, "n_diverged": 2}])
+    >>> largest_stable_lr([{"lr": 0.1, "n_failed": 0}, {"lr": 1.0, "n_failed": 2}])
     0.1
     """
-    stable = [float(c["lr"]) for c in cells if c["n_diverged"] == 0]
+    stable = [float(c["lr"]) for c in cells if c.get("n_failed", c.get("n_diverged")) == 0]
     return max(stable) if stable else None
 
 
@@ -231,7 +250,7 @@ def run_tasks(
 # ------------------------------------------------------------------- output
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
+def atomic_write(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
@@ -243,12 +262,12 @@ def _atomic_write(path: Path, data: bytes) -> None:
         raise
 
 
-def _plain(value: Any) -> Any:
+def plain(value: Any) -> Any:
     """JSON-safe copy: NaN/inf become null (strict JSON has no NaN), NumPy scalars floats."""
     if isinstance(value, Mapping):
-        return {str(k): _plain(v) for k, v in value.items()}
+        return {str(k): plain(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
+        return [plain(v) for v in value]
     if isinstance(value, (np.floating, np.integer)):
         value = value.item()
     if isinstance(value, float) and not math.isfinite(value):
@@ -258,8 +277,8 @@ def _plain(value: Any) -> Any:
 
 def write_json(path: Path, data: Any) -> None:
     """Write ``data`` as strict JSON (NaN/inf as ``null``), atomically."""
-    text = json.dumps(_plain(data), indent=1, allow_nan=False)
-    _atomic_write(path, (text + "\n").encode())
+    text = json.dumps(plain(data), indent=1, allow_nan=False)
+    atomic_write(path, (text + "\n").encode())
 
 
 def write_csv(path: Path, rows: Sequence[Row]) -> None:
@@ -275,7 +294,7 @@ def write_csv(path: Path, rows: Sequence[Row]) -> None:
     writer.writeheader()
     for row in rows:
         writer.writerow({k: _fmt(row.get(k)) for k in columns})
-    _atomic_write(path, buf.getvalue().encode())
+    atomic_write(path, buf.getvalue().encode())
 
 
 def _fmt(value: Any) -> Any:
@@ -288,4 +307,4 @@ def save_figure(fig: Any, path: Path) -> None:
     """Save a matplotlib figure as PNG, atomically."""
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
-    _atomic_write(path, buf.getvalue())
+    atomic_write(path, buf.getvalue())
