@@ -212,7 +212,8 @@ class Scheduler(LRScheduler):
                 f"Received: epoch={epoch!r}. To jump to a step, assign `scheduler.last_epoch`."
             )
         self._step_count += 1
-        new = self._counter.settle() - self._seen
+        counter = self._counter
+        new = (counter.settle() if counter.pending else counter.updates) - self._seen
         if new:
             self._seen += new
             self._step += new
