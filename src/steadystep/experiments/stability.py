@@ -16,7 +16,8 @@ Python's own help texts (:mod:`steadystep.experiments.data`), every cell with se
    ZClip and AGC. Reports bits per character, divergences, loss spikes, fraction of steps
    clipped.
 3. **Decay shapes** (Hägele et al. 2024): constant, cosine, linear and WSD with a 1-sqrt cooldown
-   on experiment 1's best setting (norm, warmup and LR).
+   on experiment 1's best setting (norm, warmup and LR; best on the first seed, so that it
+   can start before the other seeds of experiment 1 are done).
 
 A diverged run is counted, never dropped (see :mod:`.stability_harness`). The command writes
 ``stability.json`` (every run, summaries, settings), ``stability_runs.csv``,
@@ -424,20 +425,23 @@ EXP1_KEYS = ["norm", "warmup", "lr"]
 EXP2_KEYS = ["clip", "lr"]
 
 
-def best_setting(runs: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    """Experiment 1's cell with the lowest median capped validation loss."""
-    cells = h.summarize([r for r in runs if r["experiment"] == 1], EXP1_KEYS)
+def best_setting(runs: Sequence[dict[str, Any]], seed: int | None = None) -> dict[str, Any]:
+    """Experiment 1's cell with the lowest median capped validation loss (over ``seed``'s
+    runs only, if given)."""
+    runs = [r for r in runs if r["experiment"] == 1 and seed in (None, r["seed"])]
+    cells = h.summarize(runs, EXP1_KEYS)
     best = min(cells, key=lambda c: (c["loss_median"], c["lr"]))
     return {k: best[k] for k in EXP1_KEYS}
 
 
 def _exp3_tasks(plan: Plan, runs: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-    best = best_setting(runs)
+    # chosen on the first seed's grid, so that experiment 3 need not wait for the other seeds
+    best = best_setting(runs, seed=plan.seeds[0])
     p = dataclasses.asdict(plan)
     return [
         {"experiment": 3, **best, "shape": shape, "seed": s, "plan": p}
-        for shape in plan.shapes
         for s in plan.seeds
+        for shape in plan.shapes
     ]
 
 
@@ -538,7 +542,7 @@ def run(
         run_task,
         workers=workers,
         then=(lambda rs: _exp3_tasks(plan, rs)) if 3 in experiments else None,
-        then_after=lambda t: t["experiment"] == 1,
+        then_after=lambda t: t["experiment"] == 1 and t["seed"] == plan.seeds[0],
         progress=progress,
     )
     meta["seconds"] = round(time.perf_counter() - start, 1)

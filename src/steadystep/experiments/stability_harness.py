@@ -205,8 +205,9 @@ def run_tasks(
     """Run ``worker(task)`` for every task, in ``workers`` spawned processes (inline if 1).
 
     ``then``/``then_after`` add dependent work: once every task with ``then_after(task)``
-    has finished, ``then(results_so_far)`` returns more tasks, which are run too (used to
-    run experiment 3 on experiment 1's best setting while experiment 2 is still going).
+    has finished, ``then(results_so_far)`` returns more tasks, which run next, before the
+    rest of the queue (experiment 3 starts as soon as its setting is known). Tasks otherwise
+    run in the given order.
     A worker must not raise for a diverged run: it returns a row that says so.
     """
     if workers < 1:
@@ -225,25 +226,26 @@ def run_tasks(
                 return list(then(results))
         return []
 
+    queue = list(tasks)
+    if then and waiting == 0:
+        queue += then([])
     if workers == 1:
-        queue = list(tasks)
-        if then and waiting == 0:
-            queue += then([])
         while queue:
             task = queue.pop(0)
-            queue += finished(task, worker(task))
+            queue[:0] = finished(task, worker(task))
         return results
 
+    # at most `workers` tasks in flight, so that dependent tasks can jump the queue
     with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
-        pending: dict[Future[Row], Row] = {pool.submit(worker, t): t for t in tasks}
-        if then and waiting == 0:
-            pending.update({pool.submit(worker, t): t for t in then([])})
-        while pending:
+        pending: dict[Future[Row], Row] = {}
+        while queue or pending:
+            while queue and len(pending) < workers:
+                task = queue.pop(0)
+                pending[pool.submit(worker, task)] = task
             done, _ = wait(pending, return_when=FIRST_COMPLETED)
             for future in done:
                 task = pending.pop(future)
-                for extra in finished(task, future.result()):
-                    pending[pool.submit(worker, extra)] = extra
+                queue[:0] = finished(task, future.result())
     return results
 
 
