@@ -168,3 +168,21 @@ def test_missing_keras_names_the_extra() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert "pip install 'steadystep[keras]'" in out.stdout, out.stderr
+
+
+def test_keras_global_clipnorm_is_steadystep_clip_by_global_norm() -> None:
+    # The documented mapping: Keras's global_clipnorm uses TF's formula, as steadystep.clip does.
+    from steadystep.clip import clip_by_global_norm
+
+    grads = [np.array([3.0, 0.0], np.float32), np.array([[4.0], [12.0]], np.float32)]
+    variables = [keras.Variable(np.zeros_like(g)) for g in grads]
+    opt = keras.optimizers.SGD(
+        learning_rate=ssk.KerasSchedule(ss.constant(1.0)), global_clipnorm=2.0
+    )
+    opt.apply_gradients(
+        zip([keras.ops.convert_to_tensor(g) for g in grads], variables, strict=True)
+    )
+    want, norm = clip_by_global_norm(grads, 2.0)
+    assert float(norm) == pytest.approx(13.0)
+    for v, w in zip(variables, want, strict=True):
+        np.testing.assert_allclose(-keras.ops.convert_to_numpy(v.value), w, rtol=1e-6)
