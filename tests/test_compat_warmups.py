@@ -320,3 +320,15 @@ def test_shapes_round_trip_and_backends(schedule: ss.Schedule) -> None:
 def test_bad_input_names_the_argument(call, argument: str) -> None:
     with pytest.raises((ValueError, TypeError), match=argument):
         call()
+
+
+def test_real_deepspeed_when_installed() -> None:
+    torch = pytest.importorskip("torch")
+    lr_schedules = pytest.importorskip("deepspeed.runtime.lr_schedules")
+    opt = torch.optim.Adam([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
+    sched = lr_schedules.WarmupDecayLR(opt, 50, 1e-4, 0.1, 10)
+    ours = deepspeed.WarmupDecayLR(50, 1e-4, 0.1, 10)
+    for t in range(60):
+        assert opt.param_groups[0]["lr"] == pytest.approx(ours(t), rel=1e-6)
+        opt.step()
+        sched.step()
