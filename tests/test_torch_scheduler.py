@@ -373,15 +373,15 @@ def test_tensor_mode_updates_one_tensor_in_place() -> None:
     assert opt.param_groups[0]["lr"] is held[0]
 
 
-def _compiled_loop(tensor: bool, n: int) -> tuple[int, list[float]]:
-    from torch._dynamo.testing import CompileCounter
+def _compiled_loop(tensor: bool, n: int, backend: str = "eager") -> tuple[int, list[float]]:
+    from torch._dynamo.testing import CompileCounterWithBackend
 
     torch._dynamo.reset()
     torch.manual_seed(0)
     model = torch.nn.Linear(4, 2)
     opt = torch.optim.Adam(model.parameters(), lr=torch.tensor(0.01) if tensor else 0.01)
     sched = Scheduler(opt, COSINE, tensor=tensor)
-    counter = CompileCounter()  # a dynamo backend that counts compiled frames
+    counter = CompileCounterWithBackend(backend)  # counts the frames dynamo compiles
 
     @torch.compile(backend=counter)
     def opt_step() -> None:
@@ -424,3 +424,11 @@ def test_tensor_mode_on_cuda_never_syncs() -> None:
     finally:
         torch.cuda.set_sync_debug_mode("default")
     assert lr.item() == pytest.approx(COSINE(300), rel=1e-6)  # float32, computed on the GPU
+
+
+@pytest.mark.slow
+@pytest.mark.filterwarnings("ignore:`torch.jit.script_method` is deprecated:DeprecationWarning")
+def test_tensor_lr_does_not_recompile_with_inductor() -> None:
+    frames, used = _compiled_loop(tensor=True, n=30, backend="inductor")
+    assert frames == 1
+    assert used == [float(np.float32(COSINE(k))) for k in range(30)]
