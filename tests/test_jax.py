@@ -127,6 +127,8 @@ LONG = [
     ss.multistep(1.0, [2**24 + 2, 2**31 + 5], 0.1),
     ss.piecewise([2**24 + 2, 2**33 + 1000], [3.0, 2.0, 1.0]),
     ss.from_epochs(ss.repeat(ss.linear(1.0, 0.0, 3)), steps_per_epoch=1_000, discrete=True),
+    ss.from_samples(ss.repeat(ss.linear(1.0, 0.0, 7)), batch_size=3),
+    ss.from_tokens(ss.exponential(1.0, 0.5, every=2**30, staircase=True), tokens_per_step=16),
     ss.presets.noam(1.0, 4_000),
     ss.clamp(ss.inverse_sqrt(1.0, 100.0), lower=1e-4) * 3.0,
 ]
@@ -142,6 +144,17 @@ def test_exact_evaluation_past_float32_integers(s: Schedule) -> None:
     small = np.asarray([n for n in BIG if n < 2**31])  # optax's int32 count, through as_optax
     got = jax.jit(ssj.as_optax(s))(jnp.asarray(small, jnp.int32))
     _close(got, s(small), float(np.max(np.abs(want))) or 1.0, rtol=3e-6)
+
+
+def test_numpy_int64_steps_and_x64_mode() -> None:
+    s = ss.sequence([ss.repeat(ss.linear(1.0, 0.0, steps=10)), ss.constant(2.0)], [2**40])
+    steps = np.array([2**31 + 3, 2**40 - 1, 2**40 + 5], np.int64)  # jnp.asarray would wrap
+    np.testing.assert_allclose(np.asarray(ssj.evaluate(s, steps)), s(steps), rtol=1e-6)
+    with jax.enable_x64(True):  # a context: other tests share the process
+        got = ssj.evaluate(s, jnp.asarray(steps))
+        assert got.dtype == jnp.float64
+        np.testing.assert_allclose(np.asarray(got), s(steps), rtol=1e-15)
+    assert not jax.config.read("jax_enable_x64")
 
 
 def test_the_plain_float32_path_does_lose_large_steps() -> None:

@@ -16,7 +16,8 @@ converting to float:
   step (``n - boundary``);
 * ``repeat`` (``stretch=1``), ``step``, ``exponential(staircase=True)``, ``multistep``,
   ``piecewise``, ``from_epochs(discrete=True)`` and ``polynomial(cycle=True)`` use exact integer
-  division / comparisons (divisors up to 2**30);
+  division / comparisons (divisors up to 2**30); ``from_samples``/``from_tokens`` multiply the
+  step exactly (factors up to 2**18);
 * what is left is a smooth function of a float32 step (``inverse_sqrt``, ``power``,
   ``exponential`` without staircase, a very long finite part): the step is rounded once to
   float32 (relative error <= 2**-24), which moves the value by at most the same relative amount
@@ -36,6 +37,7 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from steadystep.schedules import _clocks, _combine, _primitives, _warmup
 from steadystep.schedules._base import Schedule
@@ -115,6 +117,14 @@ def _as_count(step: Any) -> StepCount:
         if not 0 <= step < _MAX_STEP:
             raise ValueError(f"Argument `step` must be in [0, 2**55). Received: step={step!r}")
         return step_count(int(step))
+    if isinstance(step, np.ndarray) and step.dtype.kind in "iu":  # split on the host: int64-safe
+        if step.size and (step.min() < 0 or step.max() >= _MAX_STEP):
+            raise ValueError(
+                "Argument `step` must be in [0, 2**55). "
+                f"Received: step with values in [{step.min()!r}, {step.max()!r}]"
+            )
+        n = step.astype(np.int64)
+        return StepCount(jnp.asarray(n >> _BITS, jnp.int32), jnp.asarray(n & _MASK, jnp.int32))
     dtype = getattr(step, "dtype", None)
     if dtype is None or not jnp.issubdtype(dtype, jnp.integer):
         raise TypeError(
@@ -209,6 +219,14 @@ def _pow(base: float, exponent: Array) -> Array:
     if base == 1:
         return jnp.ones_like(exponent)
     return jnp.exp(exponent * math.log(base))
+
+
+def _mul(c: StepCount, k: int) -> StepCount:
+    """Exact ``c * k`` for ``1 <= k <= 2**18`` (``lo`` split in 12-bit halves to stay in int32)."""
+    high, low = c.lo >> 12, c.lo & 0xFFF
+    a, b = high * k, low * k  # < 2**30 each
+    lo = ((a & 0xFFF) << 12) + b  # < 2**24 + 2**30
+    return StepCount(c.hi * k + (a >> 12) + (lo >> _BITS), lo & _MASK)
 
 
 def _small(r: Array) -> StepCount:
@@ -345,6 +363,13 @@ def _from_epochs(s: _clocks.FromEpochs, c: StepCount) -> Array | None:
     return _value(s.schedule, _divmod(c, per)[0])
 
 
+def _per_step(s: _clocks.FromSamples | _clocks.FromTokens, c: StepCount) -> Array | None:
+    k = s.batch_size if isinstance(s, _clocks.FromSamples) else s.tokens_per_step
+    if k > 1 << 18:
+        return None
+    return _value(s.schedule, _mul(c, k))
+
+
 _REDUCERS: dict[type[Schedule], Callable[[Any, StepCount], Array | None]] = {
     _combine.Sequence: _sequence,
     _warmup.Warmup: _warmup_value,
@@ -358,4 +383,6 @@ _REDUCERS: dict[type[Schedule], Callable[[Any, StepCount], Array | None]] = {
     _primitives.Multistep: _multistep,
     _primitives.Piecewise: _piecewise,
     _clocks.FromEpochs: _from_epochs,
+    _clocks.FromSamples: _per_step,
+    _clocks.FromTokens: _per_step,
 }
