@@ -245,66 +245,39 @@ class _SetLR:
         self._apply()
 
 
-def _grads(params: Sequence[Any]) -> list[Any]:
-    return [p.grad for p in params if p.grad is not None]
-
-
 def make_clipper(method: str, params: Sequence[Any], plan: Plan) -> Callable[[], bool] | None:
     """A function that clips the gradients of ``params`` in place and says whether it did.
 
-    ``"global"`` is :func:`steadystep.torch.clip_grad_norm_` at ``plan.clip_norm``; the adaptive
-    rules run steadystep's framework-free maths (:mod:`steadystep.clip`) on the torch
-    gradients: AutoClip (percentile of the norm history), ZClip (z-score of the norm against its
-    EMA, default settings) and AGC (unit-wise, relative to the weights).
+    ``"global"`` is :func:`steadystep.torch.clip_grad_norm_` at ``plan.clip_norm``;
+    ``"autoclip"``, ``"zclip"`` and ``"agc"`` are :class:`steadystep.torch.AutoClip` (10th
+    percentile of the norm history), :class:`steadystep.torch.ZClip` (paper defaults) and
+    :class:`steadystep.torch.AGC` (``plan.agc_clipping``, every parameter). "Clipped" means
+    the gradient was scaled down at all (for AGC: any unit of any parameter).
     """
-    import torch
-
-    import steadystep.clip as sc
-    from steadystep.torch import clip_grad_norm_
+    from steadystep.torch import AGC, AutoClip, ZClip, clip_grad_norm_
 
     params = list(params)
     if method == "none":
         return None
     if method == "global":
-        return lambda: bool(clip_grad_norm_(params, plan.clip_norm) > plan.clip_norm)
-    if method == "agc":
+        return lambda: bool(clip_grad_norm_(params, plan.clip_norm, return_result=True).clipped)
+    rules: dict[str, Callable[[], Any]] = {
+        "autoclip": lambda: AutoClip(params, percentile=plan.autoclip_percentile),
+        "zclip": lambda: ZClip(params),
+        "agc": lambda: AGC(params, clipping=plan.agc_clipping),
+    }
+    if method not in rules:
+        raise ValueError(
+            "Argument `method` must be 'none', 'global', 'autoclip', 'zclip' or 'agc'. "
+            f"Received: method={method!r}"
+        )
+    clipper = rules[method]()
 
-        def agc() -> bool:
-            clipped = False
-            with torch.no_grad():
-                for p in params:
-                    if p.grad is not None:
-                        factor = sc.agc_scale(p.grad, p, clipping=plan.agc_clipping)
-                        clipped |= bool((factor < 1).any())
-                        p.grad.mul_(factor)
-            return clipped
+    def clip() -> bool:
+        clipper.clip()
+        return bool(clipper.last.clipped)
 
-        return agc
-    if method in ("autoclip", "zclip"):
-        state: list[Any] = [None]
-
-        def adaptive() -> bool:
-            grads = _grads(params)
-            norm = sc.global_norm(grads)
-            if state[0] is None:
-                state[0] = (
-                    sc.autoclip_init(1000, norm) if method == "autoclip" else sc.zclip_init(norm)
-                )
-            if method == "autoclip":
-                state[0], limit = sc.autoclip_step(
-                    state[0], norm, percentile=plan.autoclip_percentile
-                )
-            else:
-                state[0], limit = sc.zclip_step(state[0], norm)
-            coef = torch.clamp(limit / (norm + 1e-6), max=1.0)
-            torch._foreach_mul_(grads, coef)
-            return bool(norm > limit)
-
-        return adaptive
-    raise ValueError(
-        "Argument `method` must be 'none', 'global', 'autoclip', 'zclip' or 'agc'. "
-        f"Received: method={method!r}"
-    )
+    return clip
 
 
 def _train(
