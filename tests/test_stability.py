@@ -294,3 +294,20 @@ def test_quick_run_end_to_end(tmp_path: Path) -> None:
     salvaged = json.loads((tmp_path / "stability.json").read_text())
     assert salvaged["meta"]["partial"] is True and "exp3" not in salvaged["summary"]
     assert salvaged["summary"]["exp2"] == data["summary"]["exp2"]
+
+
+def test_training_loop_sets_the_schedule_value_before_each_update() -> None:
+    torch = pytest.importorskip("torch")
+    from steadystep.experiments import stability as st
+
+    w = torch.nn.Parameter(torch.zeros(()))
+    opt = torch.optim.SGD([w], lr=1.0)
+    schedule = st.tf_schedule("linear", 1e-2, st.QUICK, "wsd")
+    scheduler = st._scheduler(opt, schedule)
+    seen = []
+    for _ in range(st.QUICK.tf_steps):
+        seen.append(opt.param_groups[0]["lr"])
+        w.grad = torch.ones(())
+        opt.step()
+        scheduler.step()
+    np.testing.assert_allclose(seen, schedule(np.arange(st.QUICK.tf_steps)), rtol=1e-12)
