@@ -24,6 +24,7 @@ References: microsoft/DeepSpeed ``deepspeed/runtime/lr_schedules.py`` (``WarmupL
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from ..schedules import Constant, CosineWave, Linear, LogRamp, Power, Schedule, Sequence
@@ -148,5 +149,7 @@ def OneCycle(
     after: Schedule = Constant(low)
     if rate and low:
         size = u.steps("decay_step_size", decay_step_size, minimum=1)
-        after = Power(low * rate / size, 1.0, size / rate)
+        scale, offset = low * rate / size, size / rate
+        if scale > 0 and math.isfinite(offset):  # else too small a rate to change a float
+            after = Power(scale, 1.0, offset)
     return _after_first_step(low, Sequence((Linear(low, high, up), Linear(high, low, down), after)))
