@@ -332,3 +332,26 @@ def test_real_deepspeed_when_installed() -> None:
         assert opt.param_groups[0]["lr"] == pytest.approx(ours(t), rel=1e-6)
         opt.step()
         sched.step()
+
+
+@pytest.mark.parametrize(
+    "build",
+    [
+        lambda c: c.transformers.get_scheduler("cosine_with_restarts", 10, 100, {"num_cycles": 3}),
+        lambda c: c.transformers.get_wsd_schedule(None, 5, 10, 50, decay_type="1-sqrt"),
+        lambda c: c.torch.OneCycleLR(0.1, total_steps=97, three_phase=True),
+        lambda c: c.torch.MultiStepLR(0.1, [5, 5, 9]),
+        lambda c: c.timm.TanhLRScheduler(0.1, 20, warmup_t=3, cycle_limit=2),
+        lambda c: c.optax.linear_onecycle_schedule(100, 1.0),
+        lambda c: c.keras.CosineDecayRestarts(0.1, 10, alpha=0.1, m_mul=0.5),
+        lambda c: c.keras.InverseTimeDecay(0.1, 10, 0.5, staircase=True),
+        lambda c: c.deepspeed.WarmupCosineLR(0.1, 100, warmup_num_steps=10),
+        lambda c: c.fairseq.tri_stage(0.1, 10, 20, 30),
+    ],
+)
+def test_compat_results_round_trip(build) -> None:
+    s = build(ss.compat)
+    assert ss.parse(repr(s)) == s
+    assert ss.parse(s.to_dict()) == s
+    t = np.arange(150)
+    np.testing.assert_array_equal(ss.parse(repr(s))(t), s(t))

@@ -172,7 +172,7 @@ def CosineDecay(
         return _cosine(lr, steps, a)
     target = u.number("warmup_target", warmup_target)
     w = u.nonnegative("warmup_steps", warmup_steps)
-    return u.chain([(Linear(lr, target, w) if w else Constant(lr), w)], _cosine(target, steps, a))
+    return u.chain([(Linear(lr, target, max(w, 1)), w)], _cosine(target, steps, a))
 
 
 def CosineDecayRestarts(
