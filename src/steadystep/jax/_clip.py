@@ -96,6 +96,7 @@ def clip_by_global_norm(
     def update_fn(updates: Any, state: Any, params: Any = None) -> tuple[Any, Any]:
         del params
         leaves, tree = jax.tree.flatten(updates)
+        clipped: list[Any]
         clipped, norm = rules.clip_by_global_norm(leaves, max_norm)
         if policy == "skip":
             ok = jnp.isfinite(norm)
@@ -164,6 +165,7 @@ def autoclip(percentile: float = 10.0, history: int = 1000) -> optax.GradientTra
         >>> round(float(g[0]), 5)  # median of 1, 3, 2
         2.0
     """
+    rules.history_init(history)  # validate now, not at init: history, then percentile
     rules.autoclip_step(rules.autoclip_init(1), jnp.float32(1.0), percentile=percentile)
 
     def init_fn(params: Any) -> rules.NormHistory:
@@ -178,7 +180,6 @@ def autoclip(percentile: float = 10.0, history: int = 1000) -> optax.GradientTra
         state, threshold = rules.autoclip_step(state, norm, percentile=percentile)
         return _scaled(updates, _coefficient(threshold, norm)), state
 
-    rules.history_init(history)  # validates history now, not at init
     return optax.GradientTransformation(init_fn, update_fn)
 
 
@@ -208,7 +209,7 @@ def zclip(
         >>> round(float(g[0]), 3)  # the spike is pulled back to mean + 2.5**2 * std / z
         1.031
     """
-    options = dict(
+    options: dict[str, Any] = dict(
         alpha=alpha,
         z_thresh=z_thresh,
         warmup_steps=warmup_steps,

@@ -115,7 +115,7 @@ class ScheduleState(NamedTuple):
     """State of :func:`scale_by_learning_rate`: the exact ``count`` of updates done and
     ``value``, the schedule value the latest update used (``schedule(0)`` before any)."""
 
-    count: StepCount
+    count: StepCount  # type: ignore[assignment]  # shadows tuple.count, as optax's states do
     value: Array
 
 

@@ -102,7 +102,7 @@ def step_count(n: int = 0) -> StepCount:
 
 
 def _float_dtype() -> Any:
-    return jnp.float64 if jax.config.read("jax_enable_x64") else jnp.float32
+    return jnp.float64 if jax.config.read("jax_enable_x64") else jnp.float32  # type: ignore[no-untyped-call]
 
 
 def _as_count(step: Any) -> StepCount:
@@ -114,7 +114,7 @@ def _as_count(step: Any) -> StepCount:
             f"of type {type(step).__name__}"
         )
     if isinstance(step, numbers.Integral):
-        if not 0 <= step < _MAX_STEP:
+        if not 0 <= int(step) < _MAX_STEP:
             raise ValueError(f"Argument `step` must be in [0, 2**55). Received: step={step!r}")
         return step_count(int(step))
     if isinstance(step, np.ndarray) and step.dtype.kind in "iu":  # split on the host: int64-safe
