@@ -44,6 +44,7 @@ from . import schedules as ss
 __all__ = ["CLIError", "load_schedule", "main"]
 
 _DEFAULT_STEPS = 1000
+_MAX_STEP = 2**53  # steps are evaluated as float64
 _COMPAT = re.compile(r"^([a-z_][a-z0-9_]*):([A-Za-z_][A-Za-z0-9_]*)$")
 
 
@@ -192,6 +193,8 @@ def _positive_int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"must be a whole number > 0, got {text!r}") from None
     if value <= 0:
         raise argparse.ArgumentTypeError(f"must be > 0, got {value}")
+    if value > _MAX_STEP:
+        raise argparse.ArgumentTypeError(f"must be <= 2**53 (exact as a float), got {value}")
     return value
 
 
@@ -200,8 +203,8 @@ def _nonnegative_int(text: str) -> int:
         value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"must be a whole number >= 0, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    if not 0 <= value <= _MAX_STEP:
+        raise argparse.ArgumentTypeError(f"must be in [0, 2**53], got {value}")
     return value
 
 
@@ -263,11 +266,14 @@ def key_points(schedule: ss.Schedule, steps: int) -> list[tuple[str, int, float]
     """
     import numpy as np
 
-    values = np.asarray(schedule(np.arange(steps)), dtype=np.float64)
-    peak = int(np.nanargmax(values)) if np.isfinite(values).any() else 0
-    points = [("peak", peak, float(values[peak]))]
-    if peak > 0 and values[0] < values[peak]:
-        points.append(("warmup ends", peak, float(values[peak])))
+    from .plot import step_grid
+
+    t = step_grid(steps, limit=1_000_001)  # past a million steps: a grid, ends included
+    values = np.asarray(schedule(t), dtype=np.float64)
+    i = int(np.nanargmax(values)) if np.isfinite(values).any() else 0
+    points = [("peak", int(t[i]), float(values[i]))]
+    if i > 0 and values[0] < values[i]:
+        points.append(("warmup ends", int(t[i]), float(values[i])))
     points.append(("end", steps - 1, float(values[-1])))
     return points
 

@@ -32,7 +32,7 @@ from .schedules import Schedule
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-__all__ = ["atomic_path", "plot_schedules", "save_figure", "text_plot"]
+__all__ = ["atomic_path", "plot_schedules", "save_figure", "step_grid", "text_plot"]
 
 _MARKS = "*o+x#@%&"
 
@@ -71,8 +71,19 @@ def _curves(
         raise ValueError(f"Argument `steps` must be an int > 0. Received: steps={steps!r}")
     if not schedules:
         raise ValueError("Argument `schedules` must hold at least one schedule. Received: {}")
-    t = np.arange(steps)
+    t = step_grid(steps)
     return t, {label: np.asarray(s(t), dtype=np.float64) for label, s in schedules.items()}
+
+
+def step_grid(steps: int, limit: int = 100_001) -> np.ndarray[Any, Any]:
+    """Steps ``0 .. steps-1``, or ``limit`` of them evenly spread (ends kept) when there are more.
+
+    >>> step_grid(5).tolist(), step_grid(10**12, limit=3).tolist()
+    ([0, 1, 2, 3, 4], [0, 500000000000, 999999999999])
+    """
+    if steps <= limit:
+        return np.arange(steps)
+    return np.unique(np.round(np.linspace(0, steps - 1, limit)).astype(np.int64))
 
 
 def _label(value: float) -> str:
@@ -89,10 +100,11 @@ def text_plot(
     Curves are marked ``* o + x ...``; where one curve's mark would hide another's, the later
     curve's row is kept.
     """
-    _, values = _curves(schedules, steps)
+    t, values = _curves(schedules, steps)
     if width < 8 or height < 2:
         raise ValueError(f"Text plots need width >= 8 and height >= 2. Received: {width}x{height}")
-    columns = np.unique(np.linspace(0, steps - 1, num=min(width, steps)).round().astype(int))
+    columns = np.searchsorted(t, np.linspace(0, steps - 1, num=min(width, len(t))).round())
+    columns = np.unique(columns)
     low = min(float(np.nanmin(v)) for v in values.values())
     high = max(float(np.nanmax(v)) for v in values.values())
     span = high - low if high > low else 1.0
