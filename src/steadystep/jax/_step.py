@@ -165,7 +165,7 @@ def evaluate(schedule: Schedule, step: Any) -> Array:
 
 
 # -- exact integer arithmetic on StepCount against Python-int constants ---------------------------
-def _whole(x: Any, limit: int = _MAX_STEP) -> int | None:
+def _whole(x: Any, limit: int = 1 << 53) -> int | None:
     """``x`` as a Python int if it is a whole number in ``[0, limit)``, else None."""
     if x is None or isinstance(x, bool):
         return None
