@@ -155,3 +155,27 @@ def test_tf1_golden_values() -> None:
 def test_bad_input_names_the_argument(call, argument: str) -> None:
     with pytest.raises((ValueError, TypeError), match=argument):
         call()
+
+
+def tf_linear_cosine_decay(lr, step, decay_steps, num_periods, alpha, beta):
+    """tensorflow/python/keras/optimizer_v2/legacy_learning_rate_decay.py (linear_cosine_decay)."""
+    step = min(step, decay_steps)
+    linear_decayed = (decay_steps - step) / decay_steps
+    fraction = 2.0 * num_periods * step / decay_steps
+    cosine_decayed = 0.5 * (1.0 + math.cos(math.pi * fraction))
+    return lr * ((alpha + linear_decayed) * cosine_decayed + beta)
+
+
+@settings(max_examples=20, deadline=None)
+@given(
+    lr=lr,
+    n=st.integers(1, 50),
+    periods=st.floats(0.1, 3.0),
+    alpha=st.floats(0.0, 0.5),
+    beta=st.floats(0.0, 0.01),
+)
+def test_tf1_linear_cosine_decay(lr: float, n: int, periods: float, alpha: float, beta: float):
+    t = np.arange(2 * n + 3)
+    ours = ctf.linear_cosine_decay(lr, n, periods, alpha, beta)(t)
+    ref = [tf_linear_cosine_decay(lr, int(i), n, periods, alpha, beta) for i in t]
+    np.testing.assert_allclose(ours, ref, rtol=1e-6, atol=1e-12)

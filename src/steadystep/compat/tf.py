@@ -18,7 +18,16 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence as SequenceType
 
-from ..schedules import Exponential, Schedule
+from ..schedules import (
+    Constant,
+    CosineWave,
+    Exponential,
+    Linear,
+    Product,
+    Schedule,
+    Sequence,
+    Shift,
+)
 from . import _util as u
 from . import keras as _k
 
@@ -27,6 +36,7 @@ __all__ = [
     "cosine_decay_restarts",
     "exponential_decay",
     "inverse_time_decay",
+    "linear_cosine_decay",
     "natural_exp_decay",
     "piecewise_constant",
     "polynomial_decay",
@@ -120,3 +130,31 @@ def cosine_decay_restarts(
     1.0
     """
     return _k.CosineDecayRestarts(learning_rate, first_decay_steps, t_mul, m_mul, alpha)
+
+
+def linear_cosine_decay(
+    learning_rate: float,
+    decay_steps: int,
+    num_periods: float = 0.5,
+    alpha: float = 0.0,
+    beta: float = 0.001,
+) -> Schedule:
+    """``learning_rate * ((alpha + (T - s) / T) * (1 + cos(2 pi num_periods s / T)) / 2 + beta)``
+    with ``s = min(t, T)``. (``noisy_linear_cosine_decay`` adds random noise: not reproduced.)
+
+    >>> s = linear_cosine_decay(1.0, 10, beta=0.0)
+    >>> s(0), round(s(5), 12), s(10)
+    (1.0, 0.25, 0.0)
+
+    References: Bello et al. 2017, "Neural Optimizer Search with Reinforcement Learning".
+    """
+    lr = u.positive("learning_rate", learning_rate)
+    steps = u.positive("decay_steps", decay_steps)
+    periods = u.positive("num_periods", num_periods)
+    a = u.nonnegative("alpha", alpha)
+    b = u.nonnegative("beta", beta)
+    wave = CosineWave(1.0, 0.0, steps, periods)
+    at_end = 0.5 * (1.0 + math.cos(2.0 * math.pi * periods))  # the step is clipped at T
+    cosine = Sequence((wave, Constant(at_end)), (steps,))
+    shape: Schedule = Product((Shift(Linear(1.0, 0.0, steps), a), cosine))
+    return (Shift(shape, b) if b else shape) * lr
