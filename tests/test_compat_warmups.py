@@ -149,8 +149,16 @@ def deepspeed_lr(kind: str, update: int, **kw) -> float:
             ratio = (1 + math.cos(math.pi * real / (total - w))) / 2
             ratio = max(0.0, cmin + (1.0 - cmin) * ratio)
         return kw["lr"] * ratio
-    # OneCycle
-    low, high = kw["cycle_min_lr"], kw["cycle_max_lr"]
+    # OneCycle: the LR, or with kind == "momentum" beta0 (initialised to cycle_min_mom)
+    momentum = kind == "momentum"
+    low, high = (
+        (kw["cycle_min_mom"], kw["cycle_max_mom"])
+        if momentum
+        else (
+            kw["cycle_min_lr"],
+            kw["cycle_max_lr"],
+        )
+    )
     if it < 0:
         return low
     first = float(kw["cycle_first_step_size"])
@@ -161,8 +169,12 @@ def deepspeed_lr(kind: str, update: int, **kw) -> float:
         cycle = math.floor(1 + it / total_size)
         x = 1.0 + it / total_size - cycle
         scale = x / step_ratio if x <= step_ratio else (x - 1) / (step_ratio - 1)
+        if momentum:
+            return high - (high - low) * scale
         return low + (high - low) * scale
     interval = (it - total_size) / kw["decay_step_size"]
+    if momentum:
+        return high * (1 + kw["decay_mom_rate"] * interval)
     return low * (1 + kw["decay_lr_rate"] * interval)
 
 
@@ -231,6 +243,17 @@ def test_deepspeed_one_cycle(low, high, first, second, rate, size) -> None:
     }
     t = np.arange(80)
     _close(deepspeed.OneCycle(**kw)(t), [deepspeed_lr("onecycle", int(i), **kw) for i in t])
+    mom = {
+        "cycle_min_mom": 0.8,
+        "cycle_max_mom": 0.9,
+        "decay_mom_rate": rate / 10,
+        "cycle_first_step_size": first,
+        "cycle_second_step_size": second,
+        "decay_step_size": size,
+    }
+    _close(
+        deepspeed.OneCycleMomentum(**mom)(t), [deepspeed_lr("momentum", int(i), **mom) for i in t]
+    )
 
 
 # -- BERT ---------------------------------------------------------------------------------------

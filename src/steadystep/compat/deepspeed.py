@@ -30,7 +30,7 @@ from typing import Any
 from ..schedules import Constant, CosineWave, Linear, LogRamp, Power, Schedule, Sequence
 from . import _util as u
 
-__all__ = ["OneCycle", "WarmupCosineLR", "WarmupDecayLR", "WarmupLR"]
+__all__ = ["OneCycle", "OneCycleMomentum", "WarmupCosineLR", "WarmupDecayLR", "WarmupLR"]
 
 _TYPES = ("log", "linear")
 
@@ -130,8 +130,8 @@ def OneCycle(
     """The LR of DeepSpeed's ``OneCycle``: up from ``cycle_min_lr`` to ``cycle_max_lr`` over
     ``cycle_first_step_size`` iterations, back down over ``cycle_second_step_size`` (default:
     the same), then ``cycle_min_lr * (1 + decay_lr_rate * k / decay_step_size)`` for ``k``
-    iterations after the cycle (as the cited source computes it). Momentum cycling and the
-    stair counts are not reproduced.
+    iterations after the cycle (as the cited source computes it). The stair counts are not
+    reproduced; the momentum is :func:`OneCycleMomentum`.
 
     >>> s = OneCycle(0.0, 1.0, cycle_first_step_size=2)
     >>> [s(t) for t in range(7)]
@@ -145,11 +145,45 @@ def OneCycle(
         if cycle_second_step_size is None
         else u.positive("cycle_second_step_size", cycle_second_step_size)
     )
-    rate = u.nonnegative("decay_lr_rate", decay_lr_rate)
-    after: Schedule = Constant(low)
-    if rate and low:
-        size = u.steps("decay_step_size", decay_step_size, minimum=1)
-        scale, offset = low * rate / size, size / rate
-        if scale > 0 and math.isfinite(offset):  # else too small a rate to change a float
-            after = Power(scale, 1.0, offset)
+    after = _growth(low, decay_lr_rate, "decay_lr_rate", decay_step_size)
     return _after_first_step(low, Sequence((Linear(low, high, up), Linear(high, low, down), after)))
+
+
+def _growth(value: float, rate: Any, rate_name: str, decay_step_size: Any) -> Schedule:
+    """``value * (1 + rate * k / decay_step_size)`` for ``k`` iterations after the cycle."""
+    r = u.nonnegative(rate_name, rate)
+    if r and value:
+        size = u.steps("decay_step_size", decay_step_size, minimum=1)
+        scale, offset = value * r / size, size / r
+        if scale > 0 and math.isfinite(offset):  # else too small a rate to change a float
+            return Power(scale, 1.0, offset)
+    return Constant(value)
+
+
+def OneCycleMomentum(
+    cycle_min_mom: float = 0.8,
+    cycle_max_mom: float = 0.9,
+    decay_mom_rate: float = 0.0,
+    cycle_first_step_size: int = 2000,
+    cycle_second_step_size: int | None = None,
+    decay_step_size: int = 0,
+) -> Schedule:
+    """The momentum (Adam's ``betas[0]``) of DeepSpeed's ``OneCycle(cycle_momentum=True)``:
+    ``cycle_min_mom`` for update 0 (set by the constructor), then from ``cycle_max_mom`` down
+    to ``cycle_min_mom`` while the LR rises and back, then
+    ``cycle_max_mom * (1 + decay_mom_rate * k / decay_step_size)``.
+
+    >>> s = OneCycleMomentum(0.8, 0.9, cycle_first_step_size=2)
+    >>> [round(s(t), 12) for t in range(7)]
+    [0.8, 0.9, 0.85, 0.8, 0.85, 0.9, 0.9]
+    """
+    low = u.nonnegative("cycle_min_mom", cycle_min_mom)
+    high = u.nonnegative("cycle_max_mom", cycle_max_mom)
+    up = u.positive("cycle_first_step_size", cycle_first_step_size)
+    down = (
+        up
+        if cycle_second_step_size is None
+        else u.positive("cycle_second_step_size", cycle_second_step_size)
+    )
+    after = _growth(high, decay_mom_rate, "decay_mom_rate", decay_step_size)
+    return _after_first_step(low, Sequence((Linear(high, low, up), Linear(low, high, down), after)))
