@@ -6,9 +6,11 @@ import dataclasses
 import doctest
 import importlib
 import inspect
+import math
 import subprocess
 import sys
 import warnings
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -17,10 +19,15 @@ import pytest
 jax = pytest.importorskip("jax")
 optax = pytest.importorskip("optax")
 import jax.numpy as jnp  # noqa: E402
+from hypothesis import assume, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
 
 import steadystep as ss  # noqa: E402
 import steadystep.jax as ssj  # noqa: E402
 from steadystep.schedules._base import REGISTRY, Schedule  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).parent))
+import strategies  # noqa: E402
 
 
 def _close(got: Any, want: Any, scale: float, rtol: float = 2e-5) -> None:
@@ -144,6 +151,34 @@ def test_exact_evaluation_past_float32_integers(s: Schedule) -> None:
     small = np.asarray([n for n in BIG if n < 2**31])  # optax's int32 count, through as_optax
     got = jax.jit(ssj.as_optax(s))(jnp.asarray(small, jnp.int32))
     _close(got, s(small), float(np.max(np.abs(want))) or 1.0, rtol=3e-6)
+
+
+def _reducible(s: Schedule) -> bool:
+    """Whether evaluate() promises exactness for `s` at any step (see steadystep.jax._step)."""
+    if s.length is not None and math.ceil(s.length) <= 2**24:
+        return True  # clamped to its length
+    if isinstance(s, ss.Repeat):
+        period = s.schedule.length
+        return s.stretch == 1 and float(period).is_integer() and _reducible(s.schedule)
+    if isinstance(s, ss.FromEpochs):
+        return s.discrete and float(s.steps_per_epoch).is_integer() and _reducible(s.schedule)
+    if isinstance(s, ss.Sequence):
+        cuts_ok = all(float(b).is_integer() for b in s.boundaries or ())
+        return cuts_ok and all(map(_reducible, s.parts))
+    if isinstance(s, ss.Warmup):
+        return float(s.steps).is_integer() and _reducible(s.schedule)
+    return all(_reducible(child) for child in _children(s))
+
+
+@settings(max_examples=30, deadline=None)
+@given(strategies.any_schedule, st.lists(st.integers(2**24, 2**45), min_size=1, max_size=4))
+def test_random_schedules_exact_at_huge_steps(s: Schedule, steps: list[int]) -> None:
+    assume(_reducible(s))
+    t = np.asarray(steps, np.int64)
+    with np.errstate(over="ignore"):
+        want = s(t)  # float64 holds these steps exactly
+    scale = max(float(np.max(np.abs(s(np.arange(0, 5_001, 5))))), float(np.max(np.abs(want))))
+    _close(ssj.evaluate(s, t), want, scale or 1.0, rtol=2e-5)
 
 
 def test_numpy_int64_steps_and_x64_mode() -> None:
