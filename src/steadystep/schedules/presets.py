@@ -202,7 +202,7 @@ def one_cycle_momentum(
 ) -> Schedule:
     """The momentum that goes with :func:`one_cycle`: down from ``max_momentum`` to
     ``base_momentum`` while the LR rises, back up while it falls. Use with
-    ``steadystep.torch.Scheduler(..., param="momentum")`` (or ``"betas"`` for Adam).
+    ``steadystep.torch.Scheduler(..., param="momentum")`` (or ``"betas[0]"`` for Adam's beta1).
 
     >>> s = one_cycle_momentum(100, anneal="linear")
     >>> s(0), s(30), s(100)
