@@ -236,7 +236,9 @@ def _cmd_plot(args: argparse.Namespace) -> int:
         print(text_plot(named, steps, width=args.width, height=args.height))
         return 0
     try:
-        fig = plot_schedules(named, steps, log=args.log, title=args.title)
+        fig = plot_schedules(
+            named, steps, log=args.log, title=args.title, size=(args.size[0], args.size[1])
+        )
     except ImportError:
         raise CLIError(
             "drawing to a file needs matplotlib: pip install 'steadystep[plot]'", 1
@@ -360,6 +362,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--label", action="append", help="legend label of each SPEC, in order")
     p.add_argument("--title", help="figure title")
     p.add_argument("--log", action="store_true", help="logarithmic value axis")
+    p.add_argument(
+        "--size",
+        type=_positive_float,
+        nargs=2,
+        default=(8.0, 4.5),
+        metavar=("W", "H"),
+        help="picture size in inches at 100 dpi (default: 8 4.5, i.e. 800x450 pixels)",
+    )
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help=set_help)
     p.add_argument("--width", type=_positive_int, default=72, help="text plot columns")
     p.add_argument("--height", type=_positive_int, default=16, help="text plot rows")
