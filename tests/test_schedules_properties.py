@@ -161,3 +161,15 @@ def test_float_steps_and_unsigned_arrays() -> None:
     assert s(5.0) == s(5) == 0.5
     np.testing.assert_array_equal(s(np.arange(5, dtype=np.uint32)), s(np.arange(5)))
     assert math.isclose(s(np.float32(5)), 0.5)
+
+
+def test_float32_backends_keep_precision_of_constants() -> None:
+    jax = pytest.importorskip("jax")
+    import jax.numpy as jnp
+
+    # a Python int constant past int32 must not overflow in JAX
+    long = ss.cosine(1.0, 0.0, steps=3 * 2**31)
+    np.testing.assert_allclose(np.asarray(long(jnp.arange(3))), long(np.arange(3)), rtol=1e-6)
+    # rate ** t rounds the rate to float32 first (2e-4 off at t=16000); exp(t*log(rate)) does not
+    s = ss.exponential(1.0, rate=0.999, every=1)
+    assert abs(float(jax.jit(s)(jnp.int32(16_000))) / s(16_000) - 1) < 1e-5

@@ -38,6 +38,9 @@ def number(name: str, value: Any) -> float:
         finite = False
     if not finite:
         raise fail(name, "finite", value)
+    if isinstance(out, int) and abs(out) >= 2**31:
+        # JAX turns a Python int constant into int32 and overflows; a float64 is exact to 2**53
+        out = float(out)
     return out
 
 

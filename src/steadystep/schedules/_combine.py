@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from . import _check as check
-from ._base import Array, Namespace, Schedule, by_interval, floor_div
+from ._base import Array, Namespace, Schedule, by_interval, floor_div, power_of
 
 
 def _set(obj: Schedule, name: str, value: Any) -> None:
@@ -294,7 +294,7 @@ class Repeat(Schedule, spec_name="repeat"):
             i = xp.minimum(i, float(self.times - 1))
         local = (t - self._cycle_start(i)) / r**i
         value = self.schedule._eval(local, xp)
-        return value if self.decay == 1 else value * self.decay**i
+        return value if self.decay == 1 else value * power_of(self.decay, i, xp)
 
 
 repeat = Repeat

@@ -11,7 +11,16 @@ from dataclasses import dataclass
 from typing import Any
 
 from . import _check as check
-from ._base import Array, Namespace, Schedule, ceil_div, floor_div, is_numpy, lerp
+from ._base import (
+    Array,
+    Namespace,
+    Schedule,
+    ceil_div,
+    floor_div,
+    is_numpy,
+    lerp,
+    power_of,
+)
 
 
 def _set(obj: Schedule, name: str, value: Any) -> None:
@@ -240,7 +249,7 @@ class Exponential(Schedule, spec_name="exponential"):
             # stop the exponent just past the ceiling: `rate ** p` would overflow (and warn)
             # long before t reaches 1e12, although the result is the ceiling anyway
             p = xp.minimum(p, math.log(self.end / self.start) / math.log(self.rate) + 2.0)
-        value = self.start * self.rate**p
+        value = self.start * power_of(self.rate, p, xp)
         if self.end is None:
             return value
         return xp.maximum(value, self.end) if self.rate < 1 else xp.minimum(value, self.end)
@@ -377,7 +386,7 @@ class Step(Schedule, spec_name="step"):
         _set(self, "rate", check.positive("rate", self.rate))
 
     def _eval(self, t: Array, xp: Namespace) -> Array:
-        return self.start * self.rate ** floor_div(t, self.every, xp)
+        return self.start * power_of(self.rate, floor_div(t, self.every, xp), xp)
 
 
 @dataclass(frozen=True, repr=False)
@@ -409,7 +418,7 @@ class Multistep(Schedule, spec_name="multistep"):
         k = xp.zeros_like(t)
         for m in self.milestones:
             k = k + xp.astype(t >= m, t.dtype)
-        return self.start * self.rate**k
+        return self.start * power_of(self.rate, k, xp)
 
 
 # Public constructors: the classes themselves, under the names users write in spec text.

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from . import _check as check
-from ._base import Array, Namespace, Schedule
+from ._base import Array, Namespace, Schedule, power_of
 
 
 def _set(obj: Schedule, name: str, value: Any) -> None:
@@ -245,7 +245,7 @@ class Cycles(Schedule, spec_name="cycles"):
             t_i = self.steps
             t_curr = u - self.steps * i
         t_curr = xp.maximum(t_curr, 0.0)
-        peak = self.start * self.decay**i
+        peak = self.start * power_of(self.decay, i, xp)
         if self.curve == "tanh":
             x = t_curr / t_i
             f = 0.5 * (1.0 - xp.tanh(self.lb * (1.0 - x) + self.ub * x))
@@ -304,9 +304,9 @@ class Cyclic(Schedule, spec_name="cyclic"):
         h = xp.where(x <= ratio, x / ratio, (x - 1.0) / (ratio - 1.0))
         height = (self.peak - self.base) * h
         if self.mode == "triangular2":
-            height = height * (1.0 / 2.0 ** (cycle - 1.0))
+            height = height * power_of(0.5, cycle - 1.0, xp)  # = 1 / 2**(cycle-1), no overflow
         elif self.mode == "exp_range":
-            height = height * self.gamma**t
+            height = height * power_of(self.gamma, t, xp)
         return self.base + height
 
 

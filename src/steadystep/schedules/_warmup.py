@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from . import _check as check
-from ._base import Array, Namespace, Schedule, by_interval, lerp
+from ._base import Array, Namespace, Schedule, by_interval, lerp, power_of
 
 SHAPES = ("linear", "cosine", "exponential")
 
@@ -103,7 +103,7 @@ class Warmup(Schedule, spec_name="warmup"):
         def ramp(u: Array) -> Array:
             x = xp.clip(u / self.steps, 0.0, 1.0)
             if self.shape == "exponential":
-                return start * (peak / start) ** x
+                return start * power_of(peak / start, x, xp)
             if self.shape == "cosine":
                 x = 0.5 * (1.0 - xp.cos(math.pi * x))
             return lerp(start, peak, x, xp)
