@@ -60,7 +60,22 @@ import steadystep as ss
 
 from . import stability_harness as h
 
-__all__ = ["FULL", "QUICK", "Plan", "main", "run", "run_task"]
+__all__ = [
+    "FULL",
+    "QUICK",
+    "Plan",
+    "analyse",
+    "best_setting",
+    "main",
+    "make_clipper",
+    "markdown",
+    "replot",
+    "run",
+    "run_task",
+    "tf_schedule",
+    "unigram_loss",
+    "warmup_steps",
+]
 
 BETAS = (0.9, 0.98)
 DECAY_FLOOR = 0.1  # cosine decays to 10% of the peak (Wortsman et al.; Hägele et al.)
@@ -634,7 +649,9 @@ def markdown(results: dict[str, Any]) -> str:
     meta = results["meta"]
     parts = [
         "# Stability benchmark results",
-        f"{meta['seconds']:.0f} s on {meta['workers']} worker(s); seeds "
+        ("PARTIAL (interrupted) run, " if meta.get("partial") else "")
+        + (f"{meta['seconds']:.0f} s " if "seconds" in meta else "")
+        + f"on {meta['workers']} worker(s); seeds "
         f"{meta['plan']['seeds']}; unigram loss {meta['unigram_loss']:.3f} nats/char. "
         "Losses: median [q25, q75] over seeds of min(final val loss, loss at init), nats/char.",
     ]

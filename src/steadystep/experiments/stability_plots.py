@@ -98,7 +98,8 @@ def plot_exp2(results: dict[str, Any]) -> Figure:
     ax2.set_ylabel("fraction of steps clipped (median)")
     ax2.set_ylim(-0.02, 1.02)
     ax2.grid(alpha=0.3)
-    ax2.legend(fontsize=8)
+    if ax2.lines:
+        ax2.legend(fontsize=8)
     return fig
 
 
