@@ -37,7 +37,7 @@ FUZZ = settings(
 COUNTS: dict[str, int] = {}
 
 
-def _count(target: str) -> None:
+def count_input(target: str) -> None:
     COUNTS[target] = COUNTS.get(target, 0) + 1
 
 
@@ -266,28 +266,28 @@ def check_parse(spec: Any) -> ss.Schedule | None:
 @FUZZ
 @given(st.text(max_size=200))
 def test_parse_random_text(text: str) -> None:
-    _count("parse(random text)")
+    count_input("parse(random text)")
     check_parse(text)
 
 
 @FUZZ
 @given(tokens)
 def test_parse_token_soup(text: str) -> None:
-    _count("parse(token soup)")
+    count_input("parse(token soup)")
     check_parse(text)
 
 
 @FUZZ
 @given(mutated())
 def test_parse_mutated_specs(text: str) -> None:
-    _count("parse(mutated spec)")
+    count_input("parse(mutated spec)")
     check_parse(text)
 
 
 @FUZZ
 @given(dicts())
 def test_parse_dicts(d: Any) -> None:
-    _count("parse(dict)")
+    count_input("parse(dict)")
     check_parse(d)
     check_parse(json.dumps(d, allow_nan=True))  # JSON text goes through the same path
 
@@ -295,7 +295,7 @@ def test_parse_dicts(d: Any) -> None:
 @FUZZ
 @given(schedules)
 def test_round_trip_of_valid_schedules(s: ss.Schedule) -> None:
-    _count("parse(repr(s)) == s")
+    count_input("parse(repr(s)) == s")
     assert check_parse(repr(s)) == s
     assert ss.parse(s.to_dict()) == s
     assert ss.parse(json.dumps(s.to_dict())) == s
