@@ -11,6 +11,7 @@ Counting real updates. The scheduler registers an optimizer step post-hook that 
 updates the optimizer really made; :meth:`Scheduler.step` advances the schedule by that count.
 An update that ``GradScaler`` skips (``inf``/``NaN`` gradients: it does not call
 ``optimizer.step()``) is not counted, so the schedule does not advance and no warning is shown;
+nor is a step that found no gradient at all (how ``clip_grad_norm_(nonfinite="skip")`` skips);
 a ``step()`` call in the middle of gradient accumulation finds no new update and does nothing.
 Fused optimizers (``fused=True``) are always called by ``GradScaler`` and skip inside their
 kernel; their skipped updates are not counted either (``step()`` then reads the scaler's
@@ -49,6 +50,7 @@ __all__ = ["Scheduler"]
 _BLOCK = 256
 _STALE = -(1 << 62)  # a block start that contains no step: forces a refill
 _FORMAT = "steadystep.torch.Scheduler/1"
+_MAX_STEP = 2**53
 _PARAM = re.compile(r"^([A-Za-z_]\w*)(?:\[(\d+)\])?$")
 
 
@@ -75,6 +77,10 @@ def _make_hook(counter: _UpdateCounter) -> Any:
     def hook(optimizer: Optimizer, args: Any, kwargs: Any) -> None:
         c = ref()
         if c is None:
+            return
+        # a step with no gradient at all changed nothing (torch skips parameters without one):
+        # this is how clip_grad_norm_(nonfinite="skip") skips non-fused optimizers
+        if not any(p.grad is not None for g in optimizer.param_groups for p in g["params"]):
             return
         # GradScaler does not call step() for a skipped update, except on optimizers that skip
         # inside their (fused) kernel: those get ``found_inf`` set during the call.
@@ -275,12 +281,13 @@ class Scheduler(LRScheduler):
                 f"{_FORMAT!r} expected). Received keys: {sorted(state_dict)}"
             )
         step = _check_step(state_dict.get("step"), 'state_dict["step"]')
-        if state_dict.get("param") != self.param:
+        param, relative = state_dict.get("param"), state_dict.get("relative")
+        if not isinstance(param, str) or param != self.param:
             raise ValueError(
                 f"The state dict schedules param={state_dict.get('param')!r} but this "
                 f"scheduler schedules param={self.param!r}."
             )
-        if state_dict.get("relative") != self.relative:
+        if not isinstance(relative, bool) or relative != self.relative:
             raise ValueError(
                 f"The state dict has relative={state_dict.get('relative')!r} but this "
                 f"scheduler has relative={self.relative!r}."
@@ -298,7 +305,10 @@ class Scheduler(LRScheduler):
         if self.relative:
             if not (isinstance(bases, list) and len(bases) == len(self.schedules)):
                 raise ValueError(f'state_dict["bases"] must be one number per group: {bases!r}')
-            self._bases = [_as_float(b, i) for i, b in enumerate(bases)]
+            loaded = [_as_float(b, i) for i, b in enumerate(bases)]
+            if not all(math.isfinite(b) for b in loaded):
+                raise ValueError(f'state_dict["bases"] must be finite numbers: {bases!r}')
+            self._bases = loaded
             self._block_start = _STALE
         self._step = step
         self._seen = self._counter.settle()
@@ -524,12 +534,14 @@ def _as_float(value: Any, group: int) -> float:
 
 
 def _check_step(step: Any, name: str) -> int:
+    if isinstance(step, float) and math.isfinite(step) and step == int(step):
+        step = int(step)  # a JSON round trip may turn 12 into 12.0
     if isinstance(step, bool) or not isinstance(step, numbers.Integral):
-        if isinstance(step, float) and math.isfinite(step) and step == int(step) and step >= 0:
-            return int(step)  # a JSON round trip may turn 12 into 12.0
         raise ValueError(
             f"`{name}` must be a whole number of updates >= 0. Received: {name}={step!r}"
         )
     if step < 0:
         raise ValueError(f"`{name}` must be >= 0. Received: {name}={step!r}")
+    if step > _MAX_STEP:  # past 2**53 a float64 step no longer counts single updates
+        raise ValueError(f"`{name}` must be <= 2**53. Received: {name}={step!r}")
     return int(step)
