@@ -14,6 +14,13 @@ def is_python_number(value: Any) -> bool:
     return isinstance(value, Real) and not isinstance(value, bool)
 
 
+def _as_float(value: Any) -> float:
+    try:
+        return float(value)
+    except OverflowError:  # an int beyond float range: as good as infinite
+        return math.inf
+
+
 def check_positive(name: str, value: Any, *, allow_inf: bool = False) -> float:
     """Return ``float(value)`` after checking it is a real number ``> 0``.
 
@@ -25,7 +32,7 @@ def check_positive(name: str, value: Any, *, allow_inf: bool = False) -> float:
             f"Argument `{name}` must be a real number. Received: {name}={value!r} "
             f"of type {type(value).__name__}"
         )
-    number = float(value)
+    number = _as_float(value)
     if math.isnan(number) or not number > 0 or (math.isinf(number) and not allow_inf):
         bound = "> 0" if allow_inf else "> 0 and finite"
         raise ValueError(f"Argument `{name}` must be {bound}. Received: {name}={value!r}")
@@ -41,7 +48,7 @@ def check_norm_type(value: Any) -> float:
             "Argument `norm_type` must be a number > 0 or 'inf'. "
             f"Received: norm_type={value!r} of type {type(value).__name__}"
         )
-    number = float(value)
+    number = _as_float(value)
     if math.isnan(number) or not number > 0:
         raise ValueError(f"Argument `norm_type` must be > 0 or inf. Received: norm_type={value!r}")
     return number

@@ -18,8 +18,9 @@ References:
 
 from __future__ import annotations
 
+import inspect
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import torch
@@ -38,6 +39,9 @@ from ._clip import (
 )
 
 __all__ = ["AGC", "AutoClip", "SpikeSkip", "ZClip"]
+
+#: constructor arguments that are settings of this run, not state: kept when loading a state
+_SHARED = ("norm_type", "nonfinite", "optimizer", "process_group")
 
 
 class _Clipper:
@@ -80,18 +84,53 @@ class _Clipper:
         state.update({k: v.detach().cpu().clone() for k, v in self._tensors().items()})
         return state
 
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        """Restore :meth:`state_dict`; statistics move to the parameters' device."""
-        for name in self._hyper:
-            if name in state_dict:
-                setattr(self, name, state_dict[name])
-        self._load_tensors(
-            {
-                k: v.to(self.device)
-                for k, v in state_dict.items()
-                if isinstance(v, Tensor) and k in self._tensors()
-            }
-        )
+    def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
+        """Restore :meth:`state_dict`; statistics move to the parameters' device.
+
+        All or nothing: the hyperparameters go through the constructor's checks and every
+        statistic must have the shape and kind this clipper keeps, else a ``ValueError`` or
+        ``TypeError`` says which entry is wrong and the clipper is left unchanged.
+        """
+        name = type(self).__name__
+        if not isinstance(state_dict, Mapping):
+            raise TypeError(
+                f"Argument `state_dict` must be a dict from {name}.state_dict(). "
+                f"Received: {type(state_dict).__name__}"
+            )
+        expected = {*self._hyper, *self._tensors()}
+        if set(state_dict) != expected:
+            raise ValueError(
+                f"{name} state_dict must have the keys {sorted(expected)}. "
+                f"Missing: {sorted(expected - set(state_dict), key=str)}; "
+                f"unknown: {sorted(set(state_dict) - expected, key=str)}"
+            )
+        hyper = {k: state_dict[k] for k in self._hyper}
+        for key, value in hyper.items():
+            if isinstance(value, Tensor):
+                raise TypeError(f"state_dict[{key!r}] must be a plain value. Received a tensor")
+        accepted = inspect.signature(type(self).__init__).parameters
+        shared = {k: getattr(self, k) for k in _SHARED if k in accepted}
+        fresh = type(self)(self.params, **hyper, **shared)  # validates the hyperparameters
+        loaded = {}
+        for key, like in fresh._tensors().items():
+            value = state_dict[key]
+            if (
+                not isinstance(value, Tensor)
+                or value.shape != like.shape
+                or value.is_floating_point() != like.is_floating_point()
+            ):
+                raise ValueError(
+                    f"state_dict[{key!r}] must be a {like.dtype} tensor of shape "
+                    f"{tuple(like.shape)}. Received: {value!r}"
+                )
+            bad = ~torch.isfinite(value) if value.is_floating_point() else value < 0
+            if bool(bad.any()):
+                kind = "finite" if value.is_floating_point() else ">= 0"
+                raise ValueError(f"state_dict[{key!r}] must be {kind}. Received: {value!r}")
+            loaded[key] = value.to(device=self.device, dtype=like.dtype)
+        fresh._load_tensors(loaded)
+        fresh.last = self.last
+        self.__dict__.update(fresh.__dict__)
 
     def _load_tensors(self, tensors: dict[str, Tensor]) -> None:  # pragma: no cover
         pass
