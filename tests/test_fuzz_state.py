@@ -14,7 +14,7 @@ import math
 from typing import Any
 
 import pytest
-from hypothesis import Phase, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from tests.test_fuzz_spec import FUZZ, count_input, json_values
@@ -83,54 +83,27 @@ def _check_scheduler_load(state: Any) -> None:
     assert ss.parse(sched.state_dict()["schedules"][0]) == SCHEDULE
 
 
-#: failures already known (each pinned by a strict xfail below): tolerated in the fuzz runs so
-#: that they keep looking for new ones
-KNOWN_SCHEDULER_FAILURES = (
-    (RuntimeError, "Boolean value of Tensor"),  # a multi-element tensor as a flag
-    (OverflowError, "too large to convert"),  # a step beyond int64
-)
-
-
-def _check_scheduler_load_known(state: Any) -> None:
-    try:
-        _check_scheduler_load(state)
-    except (RuntimeError, OverflowError) as exc:
-        if not any(isinstance(exc, t) and m in str(exc) for t, m in KNOWN_SCHEDULER_FAILURES):
-            raise
-
-
 @FUZZ
 @given(mutated_states(_VALID_SCHEDULER, json_values))
 def test_scheduler_load_state_dict(state: Any) -> None:
-    _check_scheduler_load_known(state)
+    _check_scheduler_load(state)
 
 
 @FUZZ
 @given(mutated_states(_VALID_SCHEDULER, values))
 def test_scheduler_load_state_dict_with_tensors(state: Any) -> None:
-    _check_scheduler_load_known(state)
+    _check_scheduler_load(state)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=RuntimeError,
-    reason="a multi-element tensor where the state has a flag reaches `tensor != bool` (issue 3)",
+@pytest.mark.parametrize(
+    ("key", "value"), [("relative", torch.zeros(2)), ("step", 10**30), ("step", 2**63)]
 )
-def test_scheduler_refuses_a_tensor_flag() -> None:
-    state = {**_VALID_SCHEDULER, "relative": torch.zeros(2)}
+def test_scheduler_refuses_what_fuzzing_found(key: str, value: Any) -> None:
+    """Once a RuntimeError (a tensor flag: `tensor != bool`) and an OverflowError (np.arange)."""
+    sched = _scheduler()
     with pytest.raises((ValueError, TypeError)):
-        _scheduler().load_state_dict(state)
-
-
-@pytest.mark.xfail(
-    strict=True,
-    raises=OverflowError,
-    reason="a step beyond int64 passes the check and overflows np.arange (issue 3)",
-)
-def test_scheduler_refuses_a_step_beyond_int64() -> None:
-    state = {**_VALID_SCHEDULER, "step": 10**30}
-    with pytest.raises(ValueError, match="step"):
-        _scheduler().load_state_dict(state)
+        sched.load_state_dict({**_VALID_SCHEDULER, key: value})
+    assert sched.state_dict() == _VALID_SCHEDULER
 
 
 CLIPPERS = {
@@ -177,18 +150,34 @@ def _check_clipper_load(name: str, state: Any) -> None:
     clipper.state_dict()
 
 
-_PENDING = pytest.mark.xfail(
-    strict=True,
-    reason="the clippers' load_state_dict does not validate its input yet (KeyError, "
-    "RuntimeError or a broken clipper on malformed states; issue 4)",
-)
-
-
-@pytest.mark.parametrize("name", [pytest.param(n, marks=_PENDING) for n in CLIPPERS])
+@pytest.mark.parametrize("name", sorted(CLIPPERS))
 def test_clipper_load_state_dict(name: str) -> None:
-    @settings(FUZZ, phases=[Phase.generate])  # no shrinking while the failures are known
+    @FUZZ
     @given(mutated_states(_valid_clipper_state(name)))
     def run(state: Any) -> None:
         _check_clipper_load(name, state)
 
     run()
+
+
+_DROP = object()
+
+
+@pytest.mark.parametrize(
+    ("name", "key", "value"),
+    [
+        ("AutoClip", "values", _DROP),  # once a KeyError
+        ("ZClip", "mean", torch.zeros(3)),  # once a broken clip()
+        ("SpikeSkip", "count", torch.tensor(1.5)),
+        ("AGC", "clipping", None),  # once accepted, then a ValueError at clip()
+    ],
+)
+def test_clipper_refuses_what_fuzzing_found(name: str, key: str, value: Any) -> None:
+    state = _valid_clipper_state(name)
+    if value is _DROP:
+        del state[key]
+    else:
+        state[key] = value
+    _check_clipper_load(name, state)  # refused, and nothing changed
+    with pytest.raises((ValueError, TypeError)):
+        _clipper(name)[1].load_state_dict(state)
