@@ -32,6 +32,7 @@ _EXPORTS: dict[str, str] = {
     "SpikeSkip": "._adaptive",
     # LR range test (issue 7)
     "find_lr": "._find_lr",
+    "LRFinderResult": "._find_lr",
     # checkpointing (issue 9)
     "save_checkpoint": "._checkpoint",
     "load_checkpoint": "._checkpoint",
