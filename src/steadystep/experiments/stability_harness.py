@@ -122,7 +122,7 @@ def _capped(row: Mapping[str, Any]) -> float:
 
 
 def summarize(runs: Iterable[Row], keys: Sequence[str]) -> list[Row]:
-    """One row per cell (the distinct values of ``keys``): medians over seeds with spread.
+    """One row per cell (the distinct values of ``keys``, sorted): medians over seeds with spread.
 
     ``loss_median``/``loss_q25``/``loss_q75`` are over the *capped* final losses
     ``min(final, init)`` (a diverged seed contributes its initial loss, so it pulls the
@@ -142,7 +142,7 @@ def summarize(runs: Iterable[Row], keys: Sequence[str]) -> list[Row]:
     for run in runs:
         cells.setdefault(tuple(run[k] for k in keys), []).append(run)
     out = []
-    for key, group in cells.items():
+    for key, group in sorted(cells.items(), key=lambda item: item[0]):
         capped = np.array([_capped(r) for r in group])
         row: Row = dict(zip(keys, key, strict=True))
         row.update(
