@@ -235,29 +235,10 @@ def _evaluate(model: Any, batches: Sequence[Any]) -> float:
 
 
 def _scheduler(optimizer: Any, schedule: ss.Schedule) -> Any:
-    """``steadystep.torch.Scheduler`` (issue 3) when it exists, else a minimal stand-in."""
-    try:
-        from steadystep.torch import Scheduler
+    """``steadystep.torch.Scheduler``: ``lr = schedule(t)`` before update ``t``."""
+    from steadystep.torch import Scheduler
 
-        return Scheduler(optimizer, schedule)
-    except ImportError:
-        return _SetLR(optimizer, schedule)
-
-
-class _SetLR:
-    """Sets ``lr = schedule(t)`` on every group before update ``t`` (step convention)."""
-
-    def __init__(self, optimizer: Any, schedule: ss.Schedule) -> None:
-        self.optimizer, self.schedule, self.t = optimizer, schedule, 0
-        self._apply()
-
-    def _apply(self) -> None:
-        for group in self.optimizer.param_groups:
-            group["lr"] = float(self.schedule(self.t))
-
-    def step(self) -> None:
-        self.t += 1
-        self._apply()
+    return Scheduler(optimizer, schedule)
 
 
 def make_clipper(method: str, params: Sequence[Any], plan: Plan) -> Callable[[], bool] | None:
@@ -503,7 +484,6 @@ def run(
         "python": platform.python_version(),
         "torch": _torch_version(),
         "steadystep": ss.__version__,
-        "scheduler": _scheduler_name(),
         "unigram_loss": unigram_loss(),
     }
     # every finished run is appended here at once; --replot can rebuild from it if interrupted
@@ -576,15 +556,6 @@ def _torch_version() -> str:
     import torch
 
     return str(torch.__version__)
-
-
-def _scheduler_name() -> str:
-    try:
-        from steadystep.torch import Scheduler  # noqa: F401
-
-        return "steadystep.torch.Scheduler"
-    except ImportError:
-        return "steadystep schedule set on param_groups (steadystep.torch.Scheduler missing)"
 
 
 # ------------------------------------------------------------------ output
