@@ -32,7 +32,8 @@ def test_every_schedule_is_finite_and_nonnegative_up_to_1e12(
     values = s(t)
     assert np.all(np.isfinite(values)), (repr(s), t[~np.isfinite(values)])
     assert np.all(values >= 0), repr(s)
-    assert s(BIG) == values[list(t).index(BIG)]  # Python ints take the same path
+    # Python ints give the same value (NumPy's scalar and vector pow may differ in the last ulp)
+    assert s(BIG) == pytest.approx(values[list(t).index(BIG)], rel=1e-15, abs=0)
 
 
 #: (spec, step, documented value): the table in docs/reliability.md
