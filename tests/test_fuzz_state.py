@@ -188,12 +188,6 @@ def test_clipper_refuses_what_fuzzing_found(name: str, key: str, value: Any) -> 
         _clipper(name)[1].load_state_dict(state)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=OverflowError,
-    reason="an int beyond float/int64 as a clipper hyperparameter raises OverflowError "
-    "(found by benchmarks/fuzz_all.py; issue 4)",
-)
 @pytest.mark.parametrize(
     ("name", "key"),
     [

@@ -6,7 +6,10 @@ import math
 from numbers import Real
 from typing import Any
 
-__all__ = ["check_norm_type", "check_positive", "is_python_number"]
+__all__ = ["check_int", "check_norm_type", "check_positive", "is_python_number"]
+
+#: counts live in int32 device tensors
+INT32_MAX = 2**31 - 1
 
 
 def is_python_number(value: Any) -> bool:
@@ -36,6 +39,31 @@ def check_positive(name: str, value: Any, *, allow_inf: bool = False) -> float:
     if math.isnan(number) or not number > 0 or (math.isinf(number) and not allow_inf):
         bound = "> 0" if allow_inf else "> 0 and finite"
         raise ValueError(f"Argument `{name}` must be {bound}. Received: {name}={value!r}")
+    return number
+
+
+def check_int(name: str, value: Any, minimum: int, maximum: int = INT32_MAX) -> int:
+    """Return ``value`` after checking it is an int (not a bool) in ``[minimum, maximum]``."""
+    if isinstance(value, bool) or not isinstance(value, int) or not minimum <= value <= maximum:
+        raise ValueError(
+            f"Argument `{name}` must be an int in [{minimum}, {maximum}]. "
+            f"Received: {name}={value!r}"
+        )
+    return value
+
+
+def check_finite(name: str, value: Any, minimum: float = -math.inf) -> float:
+    """Return ``float(value)`` after checking it is a finite real number ``>= minimum``."""
+    if not is_python_number(value):
+        raise TypeError(
+            f"Argument `{name}` must be a real number. Received: {name}={value!r} "
+            f"of type {type(value).__name__}"
+        )
+    number = _as_float(value)
+    if not math.isfinite(number) or number < minimum:
+        raise ValueError(
+            f"Argument `{name}` must be finite and >= {minimum}. Received: {name}={value!r}"
+        )
     return number
 
 

@@ -33,8 +33,11 @@ from typing import Any, Literal, NamedTuple
 import numpy as np
 from array_api_compat import array_namespace, device
 
-from ._checks import check_positive, is_python_number
+from ._checks import check_finite, check_int, check_positive, is_python_number
 from ._norm import _widened
+
+#: the largest norm history kept (float32 entries: 64 MiB)
+HISTORY_MAX = 2**24
 
 __all__ = [
     "NormHistory",
@@ -91,8 +94,7 @@ def unitwise_norm(x: Array, *, output_axis: int = 0) -> Array:
 
 def _check_agc(clipping: float, eps: float) -> None:
     check_positive("clipping", clipping)
-    if not is_python_number(eps) or not eps >= 0:
-        raise ValueError(f"Argument `eps` must be >= 0. Received: eps={eps!r}")
+    check_finite("eps", eps, minimum=0.0)
 
 
 def agc_scale(
@@ -162,8 +164,7 @@ class NormHistory(NamedTuple):
 
 def history_init(size: int, like: Array | None = None) -> NormHistory:
     """An empty history of ``size`` entries, on the framework/device of ``like``."""
-    if isinstance(size, bool) or not isinstance(size, int) or size < 1:
-        raise ValueError(f"Argument `size` must be an int >= 1. Received: size={size!r}")
+    check_int("size", size, 1, HISTORY_MAX)
     xp, dev = _xp_dev(like)
     return NormHistory(
         xp.zeros((size,), dtype=xp.float32, device=dev),
@@ -253,7 +254,10 @@ def autoclip_step(
         >>> float(thr)
         2.0
     """
-    if not is_python_number(percentile) or not 0.0 <= float(percentile) <= 100.0:
+    if (
+        not is_python_number(percentile)
+        or not 0.0 <= check_finite("percentile", percentile, 0.0) <= 100
+    ):
         raise ValueError(
             f"Argument `percentile` must be in [0, 100]. Received: percentile={percentile!r}"
         )
@@ -327,10 +331,7 @@ def zclip_step(
     check_positive("clip_factor", clip_factor)
     if not float(alpha) < 1.0:
         raise ValueError(f"Argument `alpha` must be < 1. Received: alpha={alpha!r}")
-    if isinstance(warmup_steps, bool) or not isinstance(warmup_steps, int) or warmup_steps < 1:
-        raise ValueError(
-            f"Argument `warmup_steps` must be an int >= 1. Received: warmup_steps={warmup_steps!r}"
-        )
+    check_int("warmup_steps", warmup_steps, 1)
     if mode not in ("zscore", "percentile"):
         raise ValueError(
             f"Argument `mode` must be 'zscore' or 'percentile'. Received: mode={mode!r}"
@@ -413,10 +414,7 @@ def spike_step(
     size = state.values.shape[0]
     if min_history is None:
         min_history = max(20, size // 2)
-    if isinstance(min_history, bool) or not isinstance(min_history, int) or min_history < 2:
-        raise ValueError(
-            f"Argument `min_history` must be an int >= 2. Received: min_history={min_history!r}"
-        )
+    check_int("min_history", min_history, 2)
     xp = array_namespace(state.values)
     x = xp.astype(xp.asarray(norm), state.values.dtype)
     mean, std = history_mean_std(state)

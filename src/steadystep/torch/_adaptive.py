@@ -27,7 +27,13 @@ import torch
 from torch import Tensor
 
 from steadystep.clip import _rules
-from steadystep.clip._checks import check_norm_type, check_positive
+from steadystep.clip._checks import (
+    check_finite,
+    check_int,
+    check_norm_type,
+    check_positive,
+    is_python_number,
+)
 
 from ._clip import (
     ClipResult,
@@ -234,12 +240,15 @@ class AutoClip(_Clipper):
             optimizer=optimizer,
             process_group=process_group,
         )
-        if not isinstance(percentile, (int, float)) or not 0.0 < float(percentile) <= 100.0:
+        if (
+            not is_python_number(percentile)
+            or not 0 < check_finite("percentile", percentile, 0.0) <= 100
+        ):
             raise ValueError(
                 f"Argument `percentile` must be in (0, 100]. Received: percentile={percentile!r}"
             )
         self.percentile = float(percentile)
-        self.history = int(history)
+        self.history = check_int("history", history, 1, _rules.HISTORY_MAX)
         self._state = _rules.autoclip_init(self.history, like=self._like)
 
     def _tensors(self) -> dict[str, Tensor]:
@@ -396,7 +405,7 @@ class SpikeSkip(_Clipper):
             optimizer=optimizer,
             process_group=process_group,
         )
-        self.window = int(window)
+        self.window = check_int("window", window, 1, _rules.HISTORY_MAX)
         self.sigma = check_positive("sigma", sigma)
         self.min_history = max(20, self.window // 2) if min_history is None else min_history
         self.max_norm = None if max_norm is None else float(check_max_norm(max_norm))
