@@ -129,8 +129,9 @@ def test_too_long_input() -> None:
 def test_recipe_schedule() -> None:
     config = demo.DemoConfig(steps=100, lr=0.01)
     s = config.schedule()
-    assert s == ss.warmup(ss.cosine(0.01, 0.001, steps=90), steps=10)
-    assert s(0) == 0.0 and s(10) == 0.01 and s(100) == pytest.approx(0.001)
+    assert s == ss.warmup(ss.cosine(0.01, 0.001, steps=75), steps=25)
+    assert s(0) == 0.0 and s(25) == 0.01 and s(100) == pytest.approx(0.001)
+    assert demo.DemoConfig(steps=100, warmup=5).schedule().steps == 5
 
 
 def test_spikes_and_final_loss() -> None:

@@ -33,8 +33,8 @@ class DemoConfig:
     """Everything that defines the demo runs (``DEFAULTS`` is what ``steadystep demo`` uses)."""
 
     steps: int = 600
-    lr: float = 1e-2
-    warmup: int | None = None  # None: 10% of steps
+    lr: float = 6e-3
+    warmup: int | None = None  # None: a quarter of the steps
     clip: float = 1.0
     min_lr_ratio: float = 0.1
     batch_size: int = 32
@@ -48,7 +48,7 @@ class DemoConfig:
 
     @property
     def warmup_steps(self) -> int:
-        return self.warmup if self.warmup is not None else max(1, self.steps // 10)
+        return self.warmup if self.warmup is not None else max(1, self.steps // 4)
 
     def schedule(self) -> ss.Schedule:
         """The recipe run's learning rate: linear warmup, then cosine to ``min_lr_ratio * lr``."""
