@@ -214,3 +214,18 @@ def test_atomic_write_keeps_the_old_file_on_interrupt(tmp_path: Path) -> None:
         raise KeyboardInterrupt
     assert target.read_text() == "old report"
     assert [p.name for p in tmp_path.iterdir()] == ["report.md"]
+
+
+def test_find_lr_command(tmp_path: Path) -> None:
+    out = tmp_path / "curve.png"
+    result = subprocess.run(
+        [sys.executable, "-m", "steadystep.cli", "find-lr", "--steps", "20", "-o", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "suggested max lr" in result.stdout
+    import matplotlib.image
+
+    assert matplotlib.image.imread(out).shape[:2] == (450, 700)
