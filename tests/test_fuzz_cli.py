@@ -10,7 +10,6 @@ never a traceback, another code, or a hang. The long-running commands (``demo``,
 from __future__ import annotations
 
 import contextlib
-import errno
 import io
 import warnings
 from typing import Any
@@ -24,7 +23,6 @@ from tests.test_fuzz_spec import FUZZ, count_input, mutated, schedules, tokens
 cli = pytest.importorskip("steadystep.cli")
 
 _LONG_RUNNING = {"demo", "find-lr", "bench"}
-_TOO_SMALL = "Text plots need width >= 8"
 _NUMBERS = st.sampled_from(
     ["0", "-1", "1", "7", "1e3", "10000", "1e12", "99999999999999999999", "x", ""]
 )
@@ -77,31 +75,16 @@ def _run(argv: list[str]) -> tuple[int, str]:
 @given(argvs())
 def test_cli_arguments(argv: list[str]) -> None:
     count_input("cli.main(argv)")
-    try:
-        code, err = _run(argv)
-    except (OSError, ValueError) as exc:  # known ones are pinned by the strict xfails below
-        if not (getattr(exc, "errno", None) == errno.ENAMETOOLONG or _TOO_SMALL in str(exc)):
-            raise
-        return
+    code, err = _run(argv)
     assert code in (0, 2), (argv, code, err)
     assert "Traceback" not in err, err
     if code == 2:
         assert "error" in err.lower() or "usage" in err.lower(), err
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=OSError,
-    reason="a spec without '(' is tried as a file name first: ENAMETOOLONG escapes (issue 7)",
-)
 def test_a_very_long_spec_is_a_usage_error() -> None:
     assert _run(["show", "x" * 300])[0] == 2
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=ValueError,
-    reason="`plot --width 1` reaches text_plot's ValueError, which main() does not catch (issue 7)",
-)
 def test_a_too_narrow_text_plot_is_a_usage_error() -> None:
     assert _run(["plot", "constant(1.0)", "--width", "1"])[0] == 2

@@ -167,8 +167,8 @@ def load_schedule(
     if options:
         raise CLIError("--set applies to LIB:NAME specs only (e.g. transformers:cosine)")
     path = Path(spec)
-    if path.suffix.lower() in (".json", ".yaml", ".yml") or ("(" not in spec and path.is_file()):
-        if not path.is_file():
+    if path.suffix.lower() in (".json", ".yaml", ".yml") or ("(" not in spec and _is_file(path)):
+        if not _is_file(path):
             raise CLIError(f"schedule file {spec!r} does not exist")
         return _from_file(path)
     try:
@@ -177,6 +177,13 @@ def load_schedule(
         raise CLIError(str(exc)) from None
     except (ValueError, TypeError) as exc:  # a constructor's own check, e.g. steps=-5
         raise CLIError(f"Invalid schedule spec: {exc}") from None
+
+
+def _is_file(path: Path) -> bool:
+    try:
+        return path.is_file()
+    except OSError:  # e.g. a name longer than the file system allows: not a file
+        return False
 
 
 def _steps_for(schedules: Sequence[ss.Schedule], steps: int | None) -> int:
@@ -196,6 +203,16 @@ def _positive_int(text: str) -> int:
     if value > _MAX_STEP:
         raise argparse.ArgumentTypeError(f"must be <= 2**53 (exact as a float), got {value}")
     return value
+
+
+def _at_least(minimum: int) -> Callable[[str], int]:
+    def convert(text: str) -> int:
+        value = _positive_int(text)
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be >= {minimum}, got {value}")
+        return value
+
+    return convert
 
 
 def _nonnegative_int(text: str) -> int:
@@ -371,8 +388,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="picture size in inches at 100 dpi (default: 8 4.5, i.e. 800x450 pixels)",
     )
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help=set_help)
-    p.add_argument("--width", type=_positive_int, default=72, help="text plot columns")
-    p.add_argument("--height", type=_positive_int, default=16, help="text plot rows")
+    p.add_argument("--width", type=_at_least(8), default=72, help="text plot columns (>= 8)")
+    p.add_argument("--height", type=_at_least(2), default=16, help="text plot rows (>= 2)")
     p.set_defaults(func=_cmd_plot)
 
     p = sub.add_parser("show", help="print a schedule's values and key points")
