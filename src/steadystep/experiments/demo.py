@@ -33,7 +33,7 @@ class DemoConfig:
     """Everything that defines the demo runs (``DEFAULTS`` is what ``steadystep demo`` uses)."""
 
     steps: int = 600
-    lr: float = 6e-3
+    lr: float = 8e-3
     warmup: int | None = None  # None: a quarter of the steps
     clip: float = 1.0
     min_lr_ratio: float = 0.1
