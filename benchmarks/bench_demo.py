@@ -54,7 +54,7 @@ def main() -> int:
 
     steps = args.steps or demo.DEFAULTS.steps
     with tempfile.TemporaryDirectory() as tmp:
-        command = [sys.executable, "-m", "steadystep.cli", "demo", "--no-progress"]
+        command = [sys.executable, "-m", "steadystep", "demo", "--no-progress"]
         command += ["--out", tmp, "--device", args.device, "--steps", str(steps)]
         start = time.perf_counter()
         subprocess.run(command, check=True)

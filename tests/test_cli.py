@@ -1,7 +1,7 @@
 """The ``steadystep`` command: plot, show, spec errors, files, compat names, bench dispatch.
 
 Most tests call ``steadystep.cli.main(argv)`` in-process (fast); the ones about exit codes and
-tracebacks as a person sees them run ``python -m steadystep.cli`` in a subprocess.
+tracebacks as a person sees them run ``python -m steadystep`` in a subprocess.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ def run_main(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, 
 
 def run_cli(*argv: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "steadystep.cli", *argv],
+        [sys.executable, "-m", "steadystep", *argv],
         capture_output=True,
         text=True,
         timeout=timeout,

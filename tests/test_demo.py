@@ -31,7 +31,7 @@ REPORT_FILES = ["metrics.json", "report.html", "report.md", "report.png"]
 def _demo(*argv: str, **kwargs: object) -> subprocess.Popen[str]:
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     return subprocess.Popen(
-        [sys.executable, "-m", "steadystep.cli", "demo", "--no-progress", *argv],
+        [sys.executable, "-m", "steadystep", "demo", "--no-progress", *argv],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -219,7 +219,7 @@ def test_atomic_write_keeps_the_old_file_on_interrupt(tmp_path: Path) -> None:
 def test_find_lr_command(tmp_path: Path) -> None:
     out = tmp_path / "curve.png"
     result = subprocess.run(
-        [sys.executable, "-m", "steadystep.cli", "find-lr", "--steps", "20", "-o", str(out)],
+        [sys.executable, "-m", "steadystep", "find-lr", "--steps", "20", "-o", str(out)],
         capture_output=True,
         text=True,
         timeout=300,

@@ -449,7 +449,3 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:  # `steadystep show ... | head`
         sys.stderr.close()
         return 1
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
