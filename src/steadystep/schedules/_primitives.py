@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 from . import _check as check
 from ._base import (
@@ -62,7 +62,37 @@ class Constant(Schedule, spec_name="constant"):
 
 
 @dataclass(frozen=True, repr=False)
-class Linear(Schedule, spec_name="linear"):
+class Span(Schedule):
+    """Base of the curves that go from ``start`` to ``end`` over ``steps`` (not a schedule itself).
+
+    Holds the three fields, their checks and the length; a subclass adds its own fields (checked
+    after ``super().__post_init__()``) and its ``_eval``. ``is_decay`` subclasses need
+    ``end <= start``.
+    """
+
+    start: float
+    end: float
+    steps: float
+    positional: ClassVar[tuple[str, ...]] = ("start", "end", "steps")
+    is_decay: ClassVar[bool] = False
+
+    def __post_init__(self) -> None:
+        _set(self, "start", check.number("start", self.start))
+        _set(self, "end", check.number("end", self.end))
+        _set(self, "steps", check.length("steps", self.steps))
+        if self.is_decay and self.end > self.start:
+            raise ValueError(
+                f"Argument `end` must be <= start for a decay. "
+                f"Received: end={self.end!r} (start={self.start!r})"
+            )
+
+    @property
+    def length(self) -> float | None:
+        return self.steps
+
+
+@dataclass(frozen=True, repr=False)
+class Linear(Span, spec_name="linear"):
     """Straight line from ``start`` to ``end`` over ``steps``: ``start + (end - start) * x``.
 
     Either direction (a ramp up or a decay). Exact at both ends and monotone.
@@ -72,26 +102,12 @@ class Linear(Schedule, spec_name="linear"):
     [1.0, 0.75, 0.5, 0.25, 0.0, 0.0]
     """
 
-    start: float
-    end: float
-    steps: float
-    positional = ("start", "end", "steps")
-
-    def __post_init__(self) -> None:
-        _set(self, "start", check.number("start", self.start))
-        _set(self, "end", check.number("end", self.end))
-        _set(self, "steps", check.length("steps", self.steps))
-
-    @property
-    def length(self) -> float:
-        return self.steps
-
     def _eval(self, t: Array, xp: Namespace) -> Array:
         return lerp(self.start, self.end, _fraction(t, self.steps, xp), xp)
 
 
 @dataclass(frozen=True, repr=False)
-class Cosine(Schedule, spec_name="cosine"):
+class Cosine(Span, spec_name="cosine"):
     """Half a cosine from ``start`` to ``end`` over ``steps``.
 
     ``w = (1 - cos(pi * x)) / 2``; value ``start + (end - start) * w``. ``end`` is the floor
@@ -104,34 +120,13 @@ class Cosine(Schedule, spec_name="cosine"):
     References: Loshchilov & Hutter 2017, "SGDR: Stochastic Gradient Descent with Warm Restarts".
     """
 
-    start: float
-    end: float
-    steps: float
-    positional = ("start", "end", "steps")
-
-    def __post_init__(self) -> None:
-        _set(self, "start", check.number("start", self.start))
-        _set(self, "end", check.number("end", self.end))
-        _set(self, "steps", check.length("steps", self.steps))
-
-    @property
-    def length(self) -> float:
-        return self.steps
-
     def _eval(self, t: Array, xp: Namespace) -> Array:
         w = 0.5 * (1.0 - xp.cos(math.pi * _fraction(t, self.steps, xp)))
         return lerp(self.start, self.end, w, xp)
 
 
-def _decay_bounds(start: float, end: float) -> None:
-    if end > start:
-        raise ValueError(
-            f"Argument `end` must be <= start for a decay. Received: end={end!r} (start={start!r})"
-        )
-
-
 @dataclass(frozen=True, repr=False)
-class Polynomial(Schedule, spec_name="polynomial"):
+class Polynomial(Span, spec_name="polynomial"):
     """Exactly ``tf.train.polynomial_decay(start, t, steps, end, power, cycle)``.
 
     Without ``cycle``: ``p = min(t, steps) / steps``; with ``cycle`` the horizon grows to
@@ -149,20 +144,15 @@ class Polynomial(Schedule, spec_name="polynomial"):
     (``polynomial_decay``); the seed write-up ``000`` of this project.
     """
 
-    start: float
-    end: float
-    steps: float
     power: float = 1.0
     cycle: bool = False
     positional = ("start", "end", "steps", "power", "cycle")
+    is_decay = True
 
     def __post_init__(self) -> None:
-        _set(self, "start", check.number("start", self.start))
-        _set(self, "end", check.number("end", self.end))
-        _set(self, "steps", check.length("steps", self.steps))
+        super().__post_init__()
         _set(self, "power", check.positive("power", self.power))
         check.flag("cycle", self.cycle)
-        _decay_bounds(self.start, self.end)
 
     @property
     def length(self) -> float | None:
@@ -179,7 +169,7 @@ class Polynomial(Schedule, spec_name="polynomial"):
 
 
 @dataclass(frozen=True, repr=False)
-class OneMinusSqrt(Schedule, spec_name="one_minus_sqrt"):
+class OneMinusSqrt(Span, spec_name="one_minus_sqrt"):
     """The "1-sqrt" cooldown: ``start + (end - start) * sqrt(x)`` over ``steps``.
 
     >>> s = one_minus_sqrt(1.0, 0.0, steps=4)
@@ -190,20 +180,7 @@ class OneMinusSqrt(Schedule, spec_name="one_minus_sqrt"):
     Training Durations" (section 3: the 1-sqrt cooldown of a WSD schedule).
     """
 
-    start: float
-    end: float
-    steps: float
-    positional = ("start", "end", "steps")
-
-    def __post_init__(self) -> None:
-        _set(self, "start", check.number("start", self.start))
-        _set(self, "end", check.number("end", self.end))
-        _set(self, "steps", check.length("steps", self.steps))
-        _decay_bounds(self.start, self.end)
-
-    @property
-    def length(self) -> float:
-        return self.steps
+    is_decay = True
 
     def _eval(self, t: Array, xp: Namespace) -> Array:
         return lerp(self.start, self.end, xp.sqrt(_fraction(t, self.steps, xp)), xp)

@@ -17,6 +17,7 @@ from typing import Any
 
 from . import _check as check
 from ._base import Array, Namespace, Schedule, power_of
+from ._primitives import Span
 
 
 def _set(obj: Schedule, name: str, value: Any) -> None:
@@ -24,7 +25,7 @@ def _set(obj: Schedule, name: str, value: Any) -> None:
 
 
 @dataclass(frozen=True, repr=False)
-class CosineWave(Schedule, spec_name="cosine_wave"):
+class CosineWave(Span, spec_name="cosine_wave"):
     """A cosine wave that is not held at its end: ``end + (start - end) * c ** exponent`` with
     ``c = (1 + cos(2 * pi * cycles * (t + offset) / steps)) / 2``.
 
@@ -41,21 +42,20 @@ class CosineWave(Schedule, spec_name="cosine_wave"):
     (``exponent``).
     """
 
-    start: float
-    end: float
-    steps: float
     cycles: float = 0.5
     exponent: float = 1.0
     offset: float = 0.0
     positional = ("start", "end", "steps", "cycles", "exponent", "offset")
 
     def __post_init__(self) -> None:
-        _set(self, "start", check.number("start", self.start))
-        _set(self, "end", check.number("end", self.end))
-        _set(self, "steps", check.positive("steps", self.steps))
+        super().__post_init__()
         _set(self, "cycles", check.positive("cycles", self.cycles))
         _set(self, "exponent", check.positive("exponent", self.exponent))
         _set(self, "offset", check.number("offset", self.offset))
+
+    @property
+    def length(self) -> None:
+        return None  # the wave goes on: it is not held at its end
 
     def _eval(self, t: Array, xp: Namespace) -> Array:
         c = 0.5 * (1.0 + xp.cos((2.0 * math.pi * self.cycles) * ((t + self.offset) / self.steps)))
@@ -65,7 +65,7 @@ class CosineWave(Schedule, spec_name="cosine_wave"):
 
 
 @dataclass(frozen=True, repr=False)
-class CosineRestarts(Schedule, spec_name="cosine_restarts"):
+class CosineRestarts(Span, spec_name="cosine_restarts"):
     """``cycles`` equal half-cosines from ``start`` to ``end`` within ``steps``, then ``end``.
 
     With ``p = t / steps``: ``end`` if ``p >= 1``, else ``end + (start - end) * c`` where
@@ -80,21 +80,12 @@ class CosineRestarts(Schedule, spec_name="cosine_restarts"):
     (``get_cosine_with_hard_restarts_schedule_with_warmup``).
     """
 
-    start: float
-    end: float
-    steps: float
     cycles: int = 1
     positional = ("start", "end", "steps", "cycles")
 
     def __post_init__(self) -> None:
-        _set(self, "start", check.number("start", self.start))
-        _set(self, "end", check.number("end", self.end))
-        _set(self, "steps", check.positive("steps", self.steps))
+        super().__post_init__()
         _set(self, "cycles", check.positive("cycles", self.cycles))
-
-    @property
-    def length(self) -> float:
-        return self.steps
 
     def _eval(self, t: Array, xp: Namespace) -> Array:
         p = t / self.steps
@@ -176,7 +167,7 @@ CYCLE_CURVES = ("cosine", "tanh", "poly")
 
 
 @dataclass(frozen=True, repr=False)
-class Cycles(Schedule, spec_name="cycles"):
+class Cycles(Span, spec_name="cycles"):
     """timm's restart cycles: cycle ``i`` lasts ``steps * mul**i``, peaks at ``start * decay**i``
     and falls towards the undecayed floor ``end``; after ``limit`` cycles the value is ``end``.
 
@@ -194,9 +185,6 @@ class Cycles(Schedule, spec_name="cycles"):
     (``_get_lr``); Hsueh et al. 2019 (tanh decay); Zhang & Li 2020 (k-decay).
     """
 
-    start: float
-    end: float
-    steps: float
     curve: str = "cosine"
     mul: float = 1.0
     decay: float = 1.0
@@ -209,9 +197,7 @@ class Cycles(Schedule, spec_name="cycles"):
     positional = ("start", "end", "steps", "curve")
 
     def __post_init__(self) -> None:
-        _set(self, "start", check.number("start", self.start))
-        _set(self, "end", check.number("end", self.end))
-        _set(self, "steps", check.positive("steps", self.steps))
+        super().__post_init__()
         check.choice("curve", self.curve, CYCLE_CURVES)
         mul = check.number("mul", self.mul)
         if mul < 1:
@@ -311,7 +297,7 @@ class Cyclic(Schedule, spec_name="cyclic"):
 
 
 @dataclass(frozen=True, repr=False)
-class LogRamp(Schedule, spec_name="log_ramp"):
+class LogRamp(Span, spec_name="log_ramp"):
     """A logarithmic warmup: ``start + (end - start) * min(1, log(t + 1) / log(steps))``.
 
     Reaches ``end`` at ``t = steps - 1`` (DeepSpeed's ``warmup_type="log"``).
@@ -323,22 +309,10 @@ class LogRamp(Schedule, spec_name="log_ramp"):
     References: DeepSpeed ``deepspeed/runtime/lr_schedules.py`` (``WarmupLR._get_gamma``).
     """
 
-    start: float
-    end: float
-    steps: float
-    positional = ("start", "end", "steps")
-
     def __post_init__(self) -> None:
-        _set(self, "start", check.number("start", self.start))
-        _set(self, "end", check.number("end", self.end))
-        steps = check.number("steps", self.steps)
-        if steps < 2:
+        super().__post_init__()
+        if self.steps < 2:
             raise check.fail("steps", ">= 2 (log(1) = 0)", self.steps)
-        _set(self, "steps", steps)
-
-    @property
-    def length(self) -> float:
-        return self.steps
 
     def _eval(self, t: Array, xp: Namespace) -> Array:
         gamma = xp.minimum(xp.log(t + 1.0) / math.log(self.steps), 1.0)
