@@ -10,11 +10,13 @@ from ._clocks import from_samples as from_samples
 from ._clocks import from_tokens as from_tokens
 from ._combine import Clamp as Clamp
 from ._combine import Minimum as Minimum
+from ._combine import Product as Product
 from ._combine import Repeat as Repeat
 from ._combine import Scale as Scale
 from ._combine import Sequence as Sequence
 from ._combine import clamp as clamp
 from ._combine import minimum as minimum
+from ._combine import product as product
 from ._combine import repeat as repeat
 from ._combine import sequence as sequence
 from ._primitives import Constant as Constant
@@ -46,7 +48,6 @@ from ._shapes import (
     Cyclic,
     ExponentialRamp,
     LogRamp,
-    Product,
     RAdamWarmup,
     Shift,
     cosine_restarts,
@@ -55,7 +56,6 @@ from ._shapes import (
     cyclic,
     exponential_ramp,
     log_ramp,
-    product,
     radam_warmup,
     shift,
 )

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 from . import _check as check
 from ._base import Array, Namespace, Schedule, by_interval, floor_div, power_of
@@ -164,15 +164,12 @@ class Scale(Schedule, spec_name="scale"):
 
 
 @dataclass(frozen=True, repr=False)
-class Minimum(Schedule, spec_name="minimum"):
-    """The smallest of several schedules at each step (Noam is a minimum of two power laws).
-
-    >>> minimum([linear(0.0, 2.0, steps=2), constant(1.5)])(2)
-    1.5
-    """
+class Elementwise(Schedule):
+    r"""Base of the step-wise combinations of several schedules (not a schedule itself):
+    at least two parts, long as the longest, values ``combine``\ d left to right."""
 
     parts: tuple[Schedule, ...]
-    positional = ("parts",)
+    positional: ClassVar[tuple[str, ...]] = ("parts",)
 
     def __post_init__(self) -> None:
         _set(self, "parts", _schedules("parts", self.parts, 2))
@@ -182,16 +179,49 @@ class Minimum(Schedule, spec_name="minimum"):
         lengths = [p.length for p in self.parts]
         return None if None in lengths else max(x for x in lengths if x is not None)
 
+    def combine(self, a: Array, b: Array, xp: Namespace) -> Array:
+        raise NotImplementedError
+
     def _eval(self, t: Array, xp: Namespace) -> Array:
         out = self.parts[0]._eval(t, xp)
         for part in self.parts[1:]:
-            out = xp.minimum(out, part._eval(t, xp))
+            out = self.combine(out, part._eval(t, xp), xp)
         return out
+
+
+@dataclass(frozen=True, repr=False)
+class Minimum(Elementwise, spec_name="minimum"):
+    """The smallest of several schedules at each step (Noam is a minimum of two power laws).
+
+    >>> minimum([linear(0.0, 2.0, steps=2), constant(1.5)])(2)
+    1.5
+    """
+
+    def combine(self, a: Array, b: Array, xp: Namespace) -> Array:
+        return xp.minimum(a, b)
 
 
 def minimum(parts: Iterable[Schedule]) -> Minimum:
     """The smallest of several schedules at each step; see :class:`Minimum`."""
     return Minimum(tuple(parts))
+
+
+@dataclass(frozen=True, repr=False)
+class Product(Elementwise, spec_name="product"):
+    """The product of several schedules at each step: an LR schedule times a warmup factor
+    (``pytorch_warmup``'s dampening), or a triangle times a decay.
+
+    >>> product([linear(0.0, 1.0, steps=4), constant(2.0)])(2)
+    1.0
+    """
+
+    def combine(self, a: Array, b: Array, xp: Namespace) -> Array:
+        return a * b
+
+
+def product(parts: Iterable[Schedule]) -> Product:
+    """The product of several schedules at each step; see :class:`Product`."""
+    return Product(tuple(parts))
 
 
 @dataclass(frozen=True, repr=False)

@@ -5,13 +5,12 @@ Each reproduces one library's arithmetic (its source file is cited) so that
 DeepSpeed, torch's ``CosineAnnealingLR`` stepped past ``T_max``), hard cosine restarts
 (transformers), timm's restart cycles (cosine with ``k_decay``, tanh, poly), torch's
 ``CyclicLR``, a logarithmic ramp (DeepSpeed), an exponential ramp and RAdam's warmup factor
-(``pytorch_warmup``), a constant offset and a product of schedules.
+(``pytorch_warmup``) and a constant offset. (Their product is ``steadystep.product``.)
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -121,46 +120,6 @@ class Shift(Schedule, spec_name="shift"):
 
     def _eval(self, t: Array, xp: Namespace) -> Array:
         return self.schedule._eval(t, xp) + self.by
-
-
-@dataclass(frozen=True, repr=False)
-class Product(Schedule, spec_name="product"):
-    """The product of several schedules at each step: an LR schedule times a warmup factor
-    (``pytorch_warmup``'s dampening), or a triangle times a decay.
-
-    >>> product([linear(0.0, 1.0, steps=4), constant(2.0)])(2)
-    1.0
-    """
-
-    parts: tuple[Schedule, ...]
-    positional = ("parts",)
-
-    def __post_init__(self) -> None:
-        parts = tuple(self.parts) if isinstance(self.parts, (list, tuple)) else None
-        if parts is None or len(parts) < 2:
-            raise check.fail("parts", "a list of at least 2 schedules", self.parts)
-        for i, part in enumerate(parts):
-            if not isinstance(part, Schedule):
-                raise TypeError(
-                    f"Argument `parts[{i}]` must be a schedule. Received: parts[{i}]={part!r}"
-                )
-        _set(self, "parts", parts)
-
-    @property
-    def length(self) -> float | None:
-        lengths = [p.length for p in self.parts]
-        return None if None in lengths else max(x for x in lengths if x is not None)
-
-    def _eval(self, t: Array, xp: Namespace) -> Array:
-        out = self.parts[0]._eval(t, xp)
-        for part in self.parts[1:]:
-            out = out * part._eval(t, xp)
-        return out
-
-
-def product(parts: Iterable[Schedule]) -> Product:
-    """The product of several schedules at each step; see :class:`Product`."""
-    return Product(tuple(parts))
 
 
 CYCLE_CURVES = ("cosine", "tanh", "poly")
@@ -420,7 +379,6 @@ __all__ = [
     "Cyclic",
     "ExponentialRamp",
     "LogRamp",
-    "Product",
     "RAdamWarmup",
     "Shift",
     "cosine_restarts",
@@ -429,7 +387,6 @@ __all__ = [
     "cyclic",
     "exponential_ramp",
     "log_ramp",
-    "product",
     "radam_warmup",
     "shift",
 ]
