@@ -13,7 +13,9 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from subprocess import PIPE, Popen
 
 import numpy as np
 import pytest
@@ -28,16 +30,23 @@ from steadystep.plot import atomic_path  # noqa: E402
 REPORT_FILES = ["metrics.json", "report.html", "report.md", "report.png"]
 
 
-def _demo(*argv: str, **kwargs: object) -> subprocess.Popen[str]:
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    return subprocess.Popen(
-        [sys.executable, "-m", "steadystep", "demo", "--no-progress", *argv],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=env,
-        **kwargs,  # type: ignore[call-overload]
-    )
+@pytest.fixture
+def run_demo() -> Iterator[Callable[..., Popen[str]]]:
+    """Start ``steadystep demo`` in a subprocess; any still running at teardown is killed."""
+    procs: list[Popen[str]] = []
+
+    def start(*argv: str) -> Popen[str]:
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        cmd = [sys.executable, "-m", "steadystep", "demo", "--no-progress", *argv]
+        proc = Popen(cmd, stdout=PIPE, stderr=PIPE, text=True, env=env)
+        procs.append(proc)
+        return proc
+
+    yield start
+    for proc in procs:
+        if proc.poll() is None:
+            proc.kill()
+        proc.communicate()
 
 
 # -- the corpus and the sampler -------------------------------------------------------------------
@@ -143,9 +152,9 @@ def test_spikes_and_final_loss() -> None:
 
 
 # -- the command --------------------------------------------------------------------------------
-def test_demo_reduced_run(tmp_path: Path) -> None:
+def test_demo_reduced_run(tmp_path: Path, run_demo: Callable[..., Popen[str]]) -> None:
     out = tmp_path / "report"
-    proc = _demo("--steps", "24", "--out", str(out), "--seed", "1")
+    proc = run_demo("--steps", "24", "--out", str(out), "--seed", "1")
     stdout, stderr = proc.communicate(timeout=300)
     assert proc.returncode == 0, stderr
     assert f"report: {out / 'report.md'}" in stdout
@@ -173,9 +182,11 @@ def test_demo_reduced_run(tmp_path: Path) -> None:
     assert html.startswith("<!doctype html>") and "report.png" in html
 
 
-def test_demo_interrupted_leaves_no_report(tmp_path: Path) -> None:
+def test_demo_interrupted_leaves_no_report(
+    tmp_path: Path, run_demo: Callable[..., Popen[str]]
+) -> None:
     out = tmp_path / "report"
-    proc = _demo("--steps", "100000", "--out", str(out))
+    proc = run_demo("--steps", "100000", "--out", str(out))
     assert proc.stdout is not None
     first = proc.stdout.readline()  # printed when training starts
     assert first.startswith("steadystep demo:"), proc.stderr.read() if proc.stderr else ""
