@@ -16,7 +16,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -31,16 +31,29 @@ STEPS, EVERY = 160, 7
 TIMEOUT = 120.0  # seconds for any one launch; a hang fails the test instead of blocking it
 
 
-def _launch(directory: Path, *extra: str) -> subprocess.Popen[str]:
-    env = {**os.environ, "PYTHONWARNINGS": "error", "OMP_NUM_THREADS": "1"}
-    command = [sys.executable, str(WORKER), str(directory), f"--steps={STEPS}", f"--every={EVERY}"]
-    return subprocess.Popen(
-        [*command, *extra],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=env,
-    )
+@pytest.fixture
+def launch() -> Iterator[Callable[..., subprocess.Popen[str]]]:
+    """Start a worker on a directory; any worker still running at teardown is killed."""
+    procs: list[subprocess.Popen[str]] = []
+
+    def start(directory: Path, *extra: str) -> subprocess.Popen[str]:
+        env = {**os.environ, "PYTHONWARNINGS": "error", "OMP_NUM_THREADS": "1"}
+        command = [sys.executable, str(WORKER), str(directory), f"--steps={STEPS}"]
+        proc = subprocess.Popen(
+            [*command, f"--every={EVERY}", *extra],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
+        procs.append(proc)
+        return proc
+
+    yield start
+    for proc in procs:
+        if proc.poll() is None:
+            proc.kill()
+        proc.communicate()
 
 
 def _read_until(proc: subprocess.Popen[str], done: Callable[[str], bool]) -> str:
@@ -92,27 +105,31 @@ def _step_at_least(k: int) -> Callable[[str], bool]:
     return lambda line: line.startswith("STEP ") and int(line.split()[1]) >= k
 
 
-def test_sigkill_at_random_steps_and_mid_checkpoint_resumes_bitwise(tmp_path: Path) -> None:
+def test_sigkill_at_random_steps_and_mid_checkpoint_resumes_bitwise(
+    tmp_path: Path, launch: Callable[..., subprocess.Popen[str]]
+) -> None:
     reference_dir, killed_dir = tmp_path / "reference", tmp_path / "killed"
     reference_dir.mkdir()
     killed_dir.mkdir()
-    reference = _launch(reference_dir)  # runs alongside the killed chain (2 cores)
+    reference = launch(reference_dir)  # runs alongside the killed chain (2 cores)
     ckpt = killed_dir / "ckpt.pt"
     rng = random.Random(9)
 
     # 1-2: killed at random steps (the worker may run a few steps past the target: any is fine)
     for kill_at in sorted(rng.sample(range(3, 60), 2)):
-        proc = _launch(killed_dir)
+        proc = launch(killed_dir)
         _read_until(proc, _step_at_least(kill_at))
         _kill(proc)
 
     # 3: killed while the next-but-one checkpoint is half-written
     resume_from = ss.torch.load_checkpoint(ckpt)["progress"]["step"] if ckpt.exists() else 0
     pause_at = resume_from + 2 * EVERY
-    proc = _launch(killed_dir, f"--pause-at={pause_at}")
+    # (a random kill above can also land mid-write and leave its own temporary file)
+    before = set(killed_dir.glob(".ckpt.pt.*.tmp"))
+    proc = launch(killed_dir, f"--pause-at={pause_at}")
     assert _read_until(proc, lambda line: line == "PAUSED") == "PAUSED"
     _kill(proc)
-    leftovers = list(killed_dir.glob(".ckpt.pt.*.tmp"))
+    leftovers = sorted(set(killed_dir.glob(".ckpt.pt.*.tmp")) - before)
     assert len(leftovers) == 1  # the half-written file is beside the checkpoint, not over it
     with pytest.raises(Exception):  # noqa: B017  (torch's error for a truncated zip varies)
         torch.load(leftovers[0], weights_only=True)
@@ -120,7 +137,7 @@ def test_sigkill_at_random_steps_and_mid_checkpoint_resumes_bitwise(tmp_path: Pa
     assert saved["progress"]["step"] == saved["scheduler"]["step"] == pause_at - EVERY
 
     # 4: resumes from the last complete checkpoint, killed again at a random later step
-    proc = _launch(killed_dir)
+    proc = launch(killed_dir)
     assert _read_until(proc, lambda line: line.startswith("RESUMED")) == (
         f"RESUMED {pause_at - EVERY}"
     )
@@ -128,7 +145,7 @@ def test_sigkill_at_random_steps_and_mid_checkpoint_resumes_bitwise(tmp_path: Pa
     _kill(proc)
 
     # 5: runs to the end
-    assert _finish(_launch(killed_dir)).startswith("RESUMED ")
+    assert _finish(launch(killed_dir)).startswith("RESUMED ")
     _finish(reference)
 
     expected, got = _trajectory(reference_dir), _trajectory(killed_dir)
