@@ -68,6 +68,17 @@ WORKER = textwrap.dedent(
         res = sst.clip_grad_norm_(dparams, 0.5, p, return_result=True)
         out[f"fsdp_{p_name}"] = [float(res.norm), float(res.coefficient)]
         out[f"fsdp_{p_name}_grads"] = [q.grad.full_tensor().flatten().tolist() for q in dparams]
+    # a real FSDP2 model: fully_shard per layer and at the root, each rank its own batch
+    from torch.distributed.fsdp import fully_shard
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(6, 8), torch.nn.ReLU(), torch.nn.Linear(8, 3))
+    for module in (model[0], model[2], model):
+        fully_shard(module, mesh=mesh)
+    x = torch.randn(4, 6, generator=torch.Generator().manual_seed(1 + rank))
+    model(x).pow(2).sum().backward()
+    res = sst.clip_grad_norm_(model.parameters(), 0.5, return_result=True)
+    out["fully_shard"] = [float(res.norm), float(res.coefficient)]
+    out["fully_shard_grads"] = [q.grad.full_tensor().flatten().tolist() for q in model.parameters()]
     print("RESULT" + json.dumps(out), flush=True)
     dist.barrier()
     dist.destroy_process_group()
@@ -161,3 +172,16 @@ def test_two_ranks_match_single_process(tmp_path: Path) -> None:
             assert out[f"pipe_{name}_tied"] == pytest.approx(pipe[2:], rel=1e-6)
         assert results[0][f"fsdp_{name}"] == results[1][f"fsdp_{name}"]
         assert results[0][f"pipe_{name}"] == results[1][f"pipe_{name}"]
+
+    # fully_shard averages the ranks' gradients: the single-process twin averages the losses
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(6, 8), torch.nn.ReLU(), torch.nn.Linear(8, 3))
+    xs = [torch.randn(4, 6, generator=torch.Generator().manual_seed(1 + r)) for r in range(2)]
+    (sum(model(x).pow(2).sum() for x in xs) / 2).backward()
+    ref = sst.clip_grad_norm_(model.parameters(), 0.5, return_result=True)
+    for out in results:
+        assert out["fully_shard"] == pytest.approx(
+            [float(ref.norm), float(ref.coefficient)], rel=1e-5
+        )
+        for got, q in zip(out["fully_shard_grads"], model.parameters(), strict=True):
+            assert got == pytest.approx(q.grad.flatten().tolist(), rel=1e-4, abs=1e-7)

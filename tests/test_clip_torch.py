@@ -215,63 +215,6 @@ def test_skip_combines_with_grad_scaler_state() -> None:
         torch.testing.assert_close(x, y.detach(), rtol=0, atol=0)
 
 
-# ------------------------------------------------------------ contiguous grads
-
-
-def _many(n: int = 50, size: int = 7) -> list[torch.nn.Parameter]:
-    torch.manual_seed(0)
-    params = [torch.nn.Parameter(torch.randn(size)) for _ in range(n)]
-    for p in params:
-        p.grad = torch.randn(size)
-    return params
-
-
-def test_contiguous_grads_same_results_as_torch() -> None:
-    a, b = _many(), _many()
-    buf = sst.contiguous_grads(b)
-    assert len(buf.buffers) == 1
-    assert all(p.grad.untyped_storage().data_ptr() == buf.buffers[0].data_ptr() for p in b)
-    ref = torch.nn.utils.clip_grad_norm_(a, 0.3)
-    got = sst.clip_grad_norm_(b, 0.3)
-    torch.testing.assert_close(got, ref, rtol=1e-6, atol=0)
-    for x, y in zip(a, b, strict=True):
-        torch.testing.assert_close(x.grad, y.grad, rtol=1e-6, atol=1e-7)
-    torch.nn.utils.clip_grad_value_(a, 0.01)
-    sst.clip_grad_value_(b, 0.01)
-    for x, y in zip(a, b, strict=True):
-        torch.testing.assert_close(x.grad, y.grad)
-
-
-def test_flat_plan_detects_runs_and_gaps() -> None:
-    from steadystep.torch._contiguous import flat_plan
-
-    flat = torch.arange(10.0)
-    grads = [flat[0:3], flat[3:5], flat[6:8], flat[8:10], torch.ones(2)]
-    flats, others = flat_plan(grads)
-    assert sorted(f.tolist() for f in flats) == [[0.0, 1.0, 2.0, 3.0, 4.0], [6.0, 7.0, 8.0, 9.0]]
-    assert len(others) == 1
-    assert flat_plan(grads)[0] is flats  # cached
-
-
-def test_contiguous_grads_survive_set_to_none() -> None:
-    model = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.Linear(4, 2))
-    buf = sst.contiguous_grads(model.parameters())
-    opt = torch.optim.SGD(model.parameters(), lr=0.1)
-    for _ in range(2):
-        opt.zero_grad(set_to_none=True)
-        model(torch.randn(3, 4)).sum().backward()
-        ptr = buf.buffers[0].data_ptr()
-        assert all(p.grad.untyped_storage().data_ptr() == ptr for p in model.parameters())
-    expected = torch.cat([p.grad.flatten() for p in model.parameters()])
-    torch.testing.assert_close(buf.buffers[0], expected)
-    # accumulation keeps adding into the buffer
-    model(torch.randn(3, 4)).sum().backward()
-    buf.zero_grad()
-    assert float(buf.buffers[0].abs().sum()) == 0.0
-    assert all(p.grad is not None for p in model.parameters())
-    buf.remove()
-
-
 # ------------------------------------------------------------ adaptive clippers
 
 
@@ -381,6 +324,95 @@ def test_spike_skip_skips_optimizer_step() -> None:
     assert bool(guard.last.skipped)
     torch.testing.assert_close(w.detach(), before, rtol=0, atol=0)
     assert torch.equal(opt.state[w]["step"], step)
+
+
+# ------------------------------------------------- folding the coefficient into a fused step
+
+FUSED = [
+    lambda ps: torch.optim.Adam(ps, lr=0.1, fused=True),
+    lambda ps: torch.optim.AdamW(ps, lr=0.1, weight_decay=0.1, fused=True),
+    lambda ps: torch.optim.SGD(ps, lr=0.1, momentum=0.9, fused=True),
+    lambda ps: torch.optim.Adagrad(ps, lr=0.1, fused=True),
+]
+
+
+def _leftovers(opt: torch.optim.Optimizer) -> list[str]:
+    names = ("grad_scale", "found_inf", "_steadystep_pending", "_steadystep_owned")
+    return [n for n in names if hasattr(opt, n)]
+
+
+@pytest.mark.parametrize("make_opt", FUSED)
+def test_fold_equals_clip_then_step(make_opt) -> None:
+    a, b = _model(), _model()
+    oa, ob = make_opt(a.parameters()), make_opt(b.parameters())
+    for step in range(3):
+        for model in (a, b):
+            model.zero_grad()
+            model(torch.randn(5, 8, generator=torch.Generator().manual_seed(step))).sum().backward()
+        raw = _grads(b)
+        ref = sst.clip_grad_norm_(a.parameters(), 0.05)
+        got = sst.clip_grad_norm_(b.parameters(), 0.05, optimizer=ob, fold=True)
+        torch.testing.assert_close(got, ref)
+        for x, y in zip(raw, _grads(b), strict=True):
+            assert torch.equal(x, y)  # not scaled yet: the step will do it
+        oa.step()
+        ob.step()
+        # equal up to rounding: the kernel divides by 1/coefficient instead of multiplying
+        # (Adagrad's g / sqrt(sum g^2) magnifies last-bit differences of tiny gradients)
+        for x, y in zip(a.parameters(), b.parameters(), strict=True):
+            torch.testing.assert_close(x, y, rtol=1e-5, atol=1e-5)
+        for x, y in zip(_grads(a), _grads(b), strict=True):  # written back clipped
+            torch.testing.assert_close(x, y, rtol=1e-5, atol=1e-6)
+        assert _leftovers(ob) == []
+
+
+def test_fold_with_grad_scaler_and_skip() -> None:
+    a, b = _model(), _model()
+    oa = torch.optim.AdamW(a.parameters(), lr=0.1, fused=True)
+    ob = torch.optim.AdamW(b.parameters(), lr=0.1, fused=True)
+    sa, sb = (
+        torch.amp.GradScaler("cpu", init_scale=64.0),
+        torch.amp.GradScaler("cpu", init_scale=64.0),
+    )
+    for step in range(3):
+        for model, opt, scaler, fold in ((a, oa, sa, False), (b, ob, sb, True)):
+            opt.zero_grad()
+            x = torch.randn(5, 8, generator=torch.Generator().manual_seed(step))
+            if step == 1:
+                x[0, 0] = math.inf  # a non-finite step: skipped, by the scaler and by us
+            scaler.scale(model(x).sum()).backward()
+            scaler.unscale_(opt)
+            sst.clip_grad_norm_(
+                model.parameters(), 0.05, nonfinite="skip", optimizer=opt, fold=fold
+            )
+            scaler.step(opt)
+            scaler.update()
+            assert _leftovers(opt) == []
+        for x, y in zip(a.parameters(), b.parameters(), strict=True):
+            torch.testing.assert_close(x, y, rtol=1e-5, atol=1e-6)
+
+
+def test_fold_falls_back_to_scaling_now() -> None:
+    model = _model()
+    params = list(model.parameters())
+    expected = [
+        g * min(1.0, 0.05 / (float(torch.nn.utils.get_total_norm(_grads(model))) + 1e-6))
+        for g in _grads(model)
+    ]
+    partial = torch.optim.Adam(params[:2], fused=True)  # does not step every parameter
+    sst.clip_grad_norm_(params, 0.05, optimizer=partial, fold=True)
+    for x, y in zip(expected, _grads(model), strict=True):
+        torch.testing.assert_close(x, y)
+    assert _leftovers(partial) == []
+    plain = torch.optim.Adam(params)  # not fused
+    sst.clip_grad_norm_(params, 1e-3, optimizer=plain, fold=True)
+    assert _leftovers(plain) == [] and float(torch.nn.utils.get_total_norm(_grads(model))) < 1.1e-3
+    with pytest.raises(ValueError, match=r"fold=True.*needs the `optimizer`"):
+        sst.clip_grad_norm_(params, 1.0, fold=True)
+    fused = torch.optim.Adam(params, fused=True)
+    sst.clip_grad_norm_(params, 1e-4, optimizer=fused, fold=True)
+    with pytest.raises(RuntimeError, match="already folded"):
+        sst.clip_grad_norm_(params, 1e-4, optimizer=fused, fold=True)
 
 
 # ------------------------------------------------------------ CUDA (skipped without a GPU)

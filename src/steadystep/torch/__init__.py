@@ -26,6 +26,7 @@ _EXPORTS: dict[str, str] = {
     "clip_grad_value_": "._clip",
     "ClipResult": "._clip",
     "contiguous_grads": "._contiguous",
+    "GradBuffer": "._contiguous",
     "AGC": "._adaptive",
     "AutoClip": "._adaptive",
     "ZClip": "._adaptive",

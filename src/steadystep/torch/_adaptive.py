@@ -42,7 +42,9 @@ from ._clip import (
     check_max_norm,
     check_nonfinite,
     clip_with_threshold,
+    grad_set,
 )
+from ._contiguous import GradBuffer
 
 __all__ = ["AGC", "AutoClip", "SpikeSkip", "ZClip"]
 
@@ -65,6 +67,8 @@ class _Clipper:
         process_group: Any = None,
     ) -> None:
         self.params = as_parameters(params)
+        # a GradBuffer is kept as given: norms then read its flat buffers
+        self._source: Any = params if isinstance(params, GradBuffer) else self.params
         self.norm_type = check_norm_type(norm_type)
         self.nonfinite = check_nonfinite(nonfinite)
         self.optimizer = optimizer
@@ -74,7 +78,7 @@ class _Clipper:
         self._like = torch.zeros((), device=self.device)
 
     def _norm(self) -> tuple[GradSet, Tensor]:
-        gs = GradSet(self.params)
+        gs = grad_set(self._source)
         return gs, gs.norm(self.norm_type, process_group=self.process_group)
 
     def _finish(self, result: ClipResult) -> Tensor:
@@ -116,7 +120,7 @@ class _Clipper:
                 raise TypeError(f"state_dict[{key!r}] must be a plain value. Received a tensor")
         accepted = inspect.signature(type(self).__init__).parameters
         shared = {k: getattr(self, k) for k in _SHARED if k in accepted}
-        fresh = type(self)(self.params, **hyper, **shared)  # validates the hyperparameters
+        fresh = type(self)(self._source, **hyper, **shared)  # validates the hyperparameters
         loaded = {}
         for key, like in fresh._tensors().items():
             value = state_dict[key]

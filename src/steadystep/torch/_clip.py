@@ -26,7 +26,7 @@ from torch import Tensor
 from steadystep.clip._checks import check_norm_type, check_positive
 
 from . import _distributed as _dist
-from ._contiguous import flat_plan
+from ._contiguous import GradBuffer, flat_plan
 
 __all__ = ["ClipResult", "clip_grad_norm_", "clip_grad_value_"]
 
@@ -57,9 +57,12 @@ class ClipResult(NamedTuple):
 
 
 def as_parameters(parameters: Any) -> list[Tensor]:
-    """List of distinct tensors from a tensor, an iterable of tensors or param groups."""
+    """List of distinct tensors from a tensor, an iterable of tensors, param groups or a
+    :class:`GradBuffer`."""
     if isinstance(parameters, Tensor):
         return [parameters]
+    if isinstance(parameters, GradBuffer):
+        return list(parameters.parameters)
     if isinstance(parameters, (str, bytes, dict)) or not isinstance(parameters, Iterable):
         raise TypeError(
             "Argument `parameters` must be a tensor or an iterable of tensors (e.g. "
@@ -156,16 +159,32 @@ def _acc_dtype(dtype: torch.dtype) -> torch.dtype | None:
 
 
 class GradSet:
-    """Gradients of one clipping call, arranged for norm and scaling."""
+    """Gradients of one clipping call, arranged for norm and scaling.
+
+    Built by :func:`grad_set`; with ``buffer`` (the :class:`GradBuffer` of ``params``)
+    its flat buffers stand for all the gradients, which are then not read.
+    """
 
     def __init__(
-        self, params: list[Tensor], duplicates: Iterable[Tensor] = (), *, contiguous: bool = True
+        self,
+        params: list[Tensor],
+        duplicates: Iterable[Tensor] = (),
+        *,
+        contiguous: bool = True,
+        buffer: GradBuffer | None = None,
     ) -> None:
         self.params = params
+        self.buffer = buffer
+        self.dtensors: list[Tensor] = []
+        self.duplicate_grads: list[Tensor] = []
+        if buffer is not None:
+            self.counted = list(buffer.buffers)
+            self.empty = not self.counted
+            self.device = self.counted[0].device if self.counted else None
+            return
         grads = collect_grads(params)
         plain, self.dtensors = _dist.split_dtensors(grads)
         dup_ids = {id(p) for p in as_parameters(list(duplicates))} if duplicates else set()
-        self.duplicate_grads: list[Tensor] = []
         if dup_ids:
             self.duplicate_grads = [
                 p.grad for p in params if id(p) in dup_ids and p.grad is not None
@@ -190,6 +209,14 @@ class GradSet:
                 "Argument `parameters` mixes 'meta' tensors (no values) with real ones. "
                 f"Received devices: {sorted(str(d) for d in devices)}"
             )
+
+    def drop(self) -> None:
+        """Set every gradient to None (the skip path of a non-fused optimizer)."""
+        if self.buffer is not None:
+            self.buffer.drop_grads()
+            return
+        for p in self.params:
+            p.grad = None
 
     def scaled_tensors(self) -> list[Tensor]:
         local = [_dist.local_tensor(g) for g in self.dtensors]
@@ -242,6 +269,14 @@ class GradSet:
         return local.pow(1.0 / p)
 
 
+def grad_set(parameters: Any, duplicates: Iterable[Tensor] = ()) -> GradSet:
+    """:class:`GradSet` of ``parameters``: a :class:`GradBuffer` is read as its flat buffers."""
+    buffer = parameters if isinstance(parameters, GradBuffer) else None
+    if buffer is not None and not duplicates and buffer.flat_grads() is not None:
+        return GradSet(buffer.parameters, buffer=buffer)
+    return GradSet(as_parameters(parameters), duplicates)
+
+
 # ---------------------------------------------------------------- skip policy
 
 
@@ -251,36 +286,62 @@ def _fused(optimizer: torch.optim.Optimizer) -> bool:
     )
 
 
-def _arm_found_inf(optimizer: torch.optim.Optimizer, skip: Tensor) -> None:
-    """Make the next ``optimizer.step()`` of a fused optimizer a no-op when ``skip`` is true.
+def _arm_step(
+    optimizer: torch.optim.Optimizer, *, skip: Tensor | None = None, scale: Tensor | None = None
+) -> None:
+    """Hand ``skip`` and/or a gradient ``scale`` to the next step of a fused optimizer.
 
-    Fused torch optimizers (Adam, AdamW, SGD, Adagrad with ``fused=True``) read an
-    ``optimizer.found_inf`` tensor, as set by ``GradScaler``: they leave parameters
-    and state unchanged (step counts are restored) when it is non-zero, on device,
-    without a host sync. A one-shot pre-hook sets it (combined with a GradScaler's
-    own, if that is already there) and a post-hook removes what it set.
+    Fused torch optimizers (Adam, AdamW, SGD, Adagrad with ``fused=True``) read two
+    optional attributes, as set by ``GradScaler``: ``found_inf`` (non-zero: leave
+    parameters and state unchanged, step counts restored) and ``grad_scale`` (the
+    kernel divides every gradient by it and writes the result back), both on
+    device, without a host sync. A one-shot pre-hook sets them, combined with what a
+    GradScaler put there (``found_inf``: either; ``grad_scale``: the product), and a
+    post-hook removes what it set.
     """
-    flag = skip.to(torch.float32)
-    pending = getattr(optimizer, "_steadystep_skip", None)
-    if pending is not None:  # several clippers before one step: skip if any says so
-        optimizer._steadystep_skip = torch.maximum(pending, flag)  # type: ignore[attr-defined]
+    pending: dict[str, Tensor] | None = getattr(optimizer, "_steadystep_pending", None)
+    first = pending is None
+    if pending is None:
+        pending = {}
+        optimizer._steadystep_pending = pending  # type: ignore[attr-defined]
+    if skip is not None:
+        flag = skip.to(torch.float32)
+        # several clippers before one step: skip if any says so
+        pending["found_inf"] = (
+            torch.maximum(pending["found_inf"], flag) if "found_inf" in pending else flag
+        )
+    if scale is not None:
+        if "grad_scale" in pending:
+            raise RuntimeError(
+                "A clipping coefficient is already folded into this optimizer's next step; "
+                "fold at most one clip per step (a second clip would measure the gradients "
+                "before the first one's scaling)."
+            )
+        pending["grad_scale"] = 1.0 / scale.to(torch.float32)
+    if not first:
         return
-    optimizer._steadystep_skip = flag  # type: ignore[attr-defined]
     handles: list[Any] = []
 
     def pre_hook(opt: Any, args: Any, kwargs: Any) -> None:
-        ours = opt.__dict__.pop("_steadystep_skip")
-        existing = getattr(opt, "found_inf", None)
-        if existing is None:
-            opt.found_inf = ours
-            opt._steadystep_owned = ours
-        else:  # GradScaler put its own; it will delete it after the step
-            opt.found_inf = torch.maximum(existing, ours.to(existing.device))
+        owned: dict[str, tuple[Tensor, bool]] = {}
+        for name, ours in opt.__dict__.pop("_steadystep_pending").items():
+            existing = getattr(opt, name, None)
+            if existing is None:  # GradScaler sets grad_scale=None after unscale_()
+                owned[name] = (ours, hasattr(opt, name))
+                setattr(opt, name, ours)
+            elif name == "found_inf":  # GradScaler's own: it deletes it after the step
+                opt.found_inf = torch.maximum(existing, ours.to(existing.device))
+            else:
+                opt.grad_scale = existing * ours.to(existing.device)
+        opt._steadystep_owned = owned
 
     def post_hook(opt: Any, args: Any, kwargs: Any) -> None:
-        owned = opt.__dict__.pop("_steadystep_owned", None)
-        if owned is not None and getattr(opt, "found_inf", None) is owned:
-            del opt.found_inf
+        for name, (ours, was_there) in opt.__dict__.pop("_steadystep_owned", {}).items():
+            if getattr(opt, name, None) is ours:
+                if was_there:  # put the None back for whoever set it (and deletes it)
+                    setattr(opt, name, None)
+                else:
+                    delattr(opt, name)
         for handle in handles:
             handle.remove()
 
@@ -288,22 +349,21 @@ def _arm_found_inf(optimizer: torch.optim.Optimizer, skip: Tensor) -> None:
     handles.append(optimizer.register_step_post_hook(post_hook))
 
 
-def apply_skip(skip: Tensor, params: list[Tensor], optimizer: torch.optim.Optimizer | None) -> bool:
+def apply_skip(skip: Tensor, gs: GradSet, optimizer: torch.optim.Optimizer | None) -> bool:
     """Arrange for the next optimizer step to change nothing when ``skip`` is true.
 
     Fused optimizer: its ``found_inf`` path (no host sync). Otherwise the flag is read
     on the host (free on CPU, one sync on an accelerator) and, when set, every
-    gradient of ``params`` and of ``optimizer`` is set to None: torch optimizers skip
+    gradient of ``gs`` and of ``optimizer`` is set to None: torch optimizers skip
     parameters without a gradient entirely (no update, no weight decay, no state or
     step-count change). Returns True when the gradients were dropped.
     """
     if optimizer is not None and _fused(optimizer):
-        _arm_found_inf(optimizer, skip)
+        _arm_step(optimizer, skip=skip)
         return False
     if not bool(skip):
         return False
-    for p in params:
-        p.grad = None
+    gs.drop()
     if optimizer is not None:
         for group in optimizer.param_groups:
             for p in group["params"]:
@@ -340,8 +400,13 @@ def clip_with_threshold(
     nonfinite: str,
     optimizer: torch.optim.Optimizer | None,
     extra_skip: Tensor | None = None,
+    fold: bool = False,
 ) -> ClipResult:
-    """Scale ``gs`` by ``min(1, threshold / (total + 1e-6))`` under a non-finite policy."""
+    """Scale ``gs`` by ``min(1, threshold / (total + 1e-6))`` under a non-finite policy.
+
+    With ``fold`` and a fused ``optimizer`` stepping every parameter of ``gs``, the
+    scaling is left to that optimizer's next step (its ``grad_scale`` input).
+    """
     norm32 = total.to(torch.float32)
     finite = torch.isfinite(total)
     if nonfinite == "raise" and not bool(finite):
@@ -364,7 +429,7 @@ def clip_with_threshold(
         skipped = skipped | extra_skip.to(skipped.device)
     dropped = False
     if nonfinite == "skip" or extra_skip is not None:
-        dropped = apply_skip(skipped, gs.params, optimizer)
+        dropped = apply_skip(skipped, gs, optimizer)
     result = ClipResult(norm32, thr.to(torch.float32), coef.to(torch.float32), coef < 1.0, skipped)
     if gs.empty or dropped:
         return result
@@ -372,8 +437,27 @@ def clip_with_threshold(
     # 1 changes nothing: skip that full pass over the gradients.
     if _all_cpu(gs) and bool(coef == 1.0):
         return result
+    if fold and optimizer is not None and _fused(optimizer) and _steps_all(optimizer, gs.params):
+        _arm_step(optimizer, scale=coef)
+        return result
     _scale_(gs.scaled_tensors(), coef)
     return result
+
+
+def _steps_all(optimizer: torch.optim.Optimizer, params: list[Tensor]) -> bool:
+    """Whether ``optimizer`` updates every tensor of ``params`` (cached per param-group layout)."""
+    layout = tuple(len(group["params"]) for group in optimizer.param_groups)
+    cached = getattr(optimizer, "_steadystep_param_ids", None)
+    if cached is None or cached[0] != layout:
+        ids = {id(p) for group in optimizer.param_groups for p in group["params"]}
+        cached = (layout, ids, None)
+        optimizer._steadystep_param_ids = cached  # type: ignore[attr-defined]
+    if cached[-1] is params:  # the same list as last time (a GradBuffer's parameters)
+        return True
+    if all(id(p) in cached[1] for p in params):
+        optimizer._steadystep_param_ids = (*cached[:2], params)  # type: ignore[attr-defined]
+        return True
+    return False
 
 
 @overload
@@ -387,6 +471,7 @@ def clip_grad_norm_(
     foreach: bool | None = ...,
     process_group: Any = ...,
     duplicates: Iterable[Tensor] = ...,
+    fold: bool = ...,
     return_result: Literal[False] = ...,
 ) -> Tensor: ...
 @overload
@@ -400,6 +485,7 @@ def clip_grad_norm_(
     foreach: bool | None = ...,
     process_group: Any = ...,
     duplicates: Iterable[Tensor] = ...,
+    fold: bool = ...,
     return_result: Literal[True],
 ) -> ClipResult: ...
 @torch.no_grad()
@@ -413,6 +499,7 @@ def clip_grad_norm_(
     foreach: bool | None = None,
     process_group: Any = None,
     duplicates: Iterable[Tensor] = (),
+    fold: bool = False,
     return_result: bool = False,
 ) -> Tensor | ClipResult:
     """Clip the gradients of ``parameters`` in place to a total norm of at most ``max_norm``.
@@ -440,6 +527,12 @@ def clip_grad_norm_(
             are reduced over their mesh automatically.
         duplicates: parameters whose gradient is also counted on another rank of
             ``process_group`` (e.g. tied embeddings on the last stage): clipped, not counted.
+        fold: leave the scaling to the next ``optimizer.step()`` when ``optimizer`` is
+            fused and updates every one of these parameters: its kernel multiplies the
+            gradients by the coefficient as it reads them (through the ``grad_scale``
+            input ``GradScaler`` uses) and writes them back clipped, saving a full pass
+            over the gradients. Until that step the gradients are not yet scaled. With
+            any other optimizer the gradients are scaled now, as without ``fold``.
         return_result: return a :class:`ClipResult` instead of the norm.
 
     Returns:
@@ -455,13 +548,16 @@ def clip_grad_norm_(
         >>> w.grad
         tensor([0.6000, 0.8000])
     """
-    params = as_parameters(parameters)
     limit = check_max_norm(max_norm)
     p = check_norm_type(norm_type)
     policy = check_nonfinite(nonfinite)
-    gs = GradSet(params, duplicates)
+    if fold and optimizer is None:
+        raise ValueError("Argument `fold=True` needs the `optimizer` whose step does the scaling")
+    gs = grad_set(parameters, duplicates)
     total = gs.norm(p, foreach=foreach, process_group=process_group)
-    result = clip_with_threshold(gs, total, limit, nonfinite=policy, optimizer=optimizer)
+    result = clip_with_threshold(
+        gs, total, limit, nonfinite=policy, optimizer=optimizer, fold=bool(fold)
+    )
     return result if return_result else result.norm
 
 
@@ -483,7 +579,7 @@ def clip_grad_value_(
         tensor([-1.0000,  0.5000,  1.0000])
     """
     value = check_positive("clip_value", clip_value)
-    gs = GradSet(as_parameters(parameters))
+    gs = grad_set(parameters)
     for (dev, _), group in _grouped(gs.scaled_tensors()).items():
         if _foreach_ok(dev, foreach):
             torch._foreach_clamp_min_(group, -value)
