@@ -193,7 +193,7 @@ def test_demo_interrupted_leaves_no_report(
     time.sleep(1.0)
     proc.send_signal(signal.SIGINT)
     _, stderr = proc.communicate(timeout=60)
-    assert proc.returncode == 130
+    assert proc.returncode == -signal.SIGINT, stderr  # a shell reports it as 130
     assert "interrupted" in stderr and "Traceback" not in stderr
     assert list(out.iterdir()) == []
 

@@ -1,7 +1,5 @@
 """``python -m steadystep``: the same as the ``steadystep`` command."""
 
-import sys
+from steadystep.cli import run
 
-from steadystep.cli import main
-
-sys.exit(main())
+run()

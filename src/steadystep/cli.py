@@ -14,7 +14,9 @@ file holding spec text or a schedule dict, or ``LIB:NAME`` for another library's
 arguments given as ``--set key=value``.
 
 Exit codes: 0 success, 1 a runtime failure (e.g. an output path that cannot be written),
-2 a usage error or a bad spec (the message points at the bad token), 130 interrupted (Ctrl-C).
+2 a usage error or a bad spec (the message points at the bad token), 130 interrupted (Ctrl-C:
+:func:`main` returns 130; the command, after cleaning up, ends by SIGINT itself, which a shell
+reports as 130 and which stops a calling shell loop too).
 
 >>> main(["show", "linear(1.0, 0.0, steps=4)", "--at", "0", "2"])
 step  value
@@ -33,7 +35,9 @@ import ast
 import importlib
 import json
 import math
+import os
 import re
+import signal
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -449,3 +453,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:  # `steadystep show ... | head`
         sys.stderr.close()
         return 1
+
+
+def run() -> None:
+    """Entry point of the ``steadystep`` command and of ``python -m steadystep``.
+
+    Exits with :func:`main`'s code, except after Ctrl-C on POSIX: having cleaned up, the
+    process ends by SIGINT with the default action, as a program that handles SIGINT
+    should (so that a shell running it in a loop stops too). CPython does the same for an
+    uncaught KeyboardInterrupt, and in 3.11 also for one caught after it passed through
+    ``exec()`` (dataclasses runs generated code so while torch imports lazily): without
+    this, the exit status depended on where the Ctrl-C landed.
+    """
+    code = main()
+    if code == 130 and os.name == "posix":
+        sys.stdout.flush()
+        sys.stderr.flush()
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGINT)
+    sys.exit(code)
