@@ -1,6 +1,8 @@
-"""Test-session set-up: one Keras backend; doctests see the public schedule names."""
+"""Test-session set-up: one Keras backend; doctests see the public schedule names; ``spawn``."""
 
 import os
+import subprocess
+from collections.abc import Callable, Iterator
 
 import numpy as np
 import pytest
@@ -19,3 +21,28 @@ def _doctest_names(doctest_namespace: dict[str, object]) -> None:
         {name: getattr(steadystep, name) for name in steadystep.schedules.__all__}
     )
     doctest_namespace.update(ss=steadystep, np=np)
+
+
+@pytest.fixture
+def spawn() -> Iterator[Callable[..., subprocess.Popen[str]]]:
+    """``spawn(argv, **env)`` starts a subprocess with text pipes and ``env`` added to the
+    environment; any still running when the test ends is killed, so that a failed assertion
+    never leaves one behind (its pipes would fail a later test on a ResourceWarning)."""
+    procs: list[subprocess.Popen[str]] = []
+
+    def start(argv: list[str], **env: str) -> subprocess.Popen[str]:
+        proc = subprocess.Popen(
+            argv,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env={**os.environ, **env},
+        )
+        procs.append(proc)
+        return proc
+
+    yield start
+    for proc in procs:
+        if proc.poll() is None:
+            proc.kill()
+        proc.communicate()

@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 import textwrap
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -125,33 +126,20 @@ def _reference(p: float) -> tuple[float, float, list[list[float]], list[float]]:
     )
 
 
-def test_two_ranks_match_single_process(tmp_path: Path) -> None:
+def test_two_ranks_match_single_process(
+    tmp_path: Path, spawn: Callable[..., subprocess.Popen[str]]
+) -> None:
     script = tmp_path / "worker.py"
     script.write_text(WORKER)
     port = _free_port()
-    env = dict(os.environ)
     src = str(Path(__file__).resolve().parents[1] / "src")
-    env["PYTHONPATH"] = src + os.pathsep + env.get("PYTHONPATH", "")
-    env["OMP_NUM_THREADS"] = "1"
+    path = src + os.pathsep + os.environ.get("PYTHONPATH", "")
+    argv = [sys.executable, str(script)]
     procs = [
-        subprocess.Popen(
-            [sys.executable, str(script), str(rank), str(port)],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            env=env,
-        )
+        spawn([*argv, str(rank), str(port)], PYTHONPATH=path, OMP_NUM_THREADS="1")
         for rank in range(2)
     ]
-    outputs = []
-    try:
-        for proc in procs:
-            outputs.append(proc.communicate(timeout=120))
-    finally:  # never leave a rank running behind a failed one
-        for proc in procs:
-            if proc.poll() is None:
-                proc.kill()
-                proc.communicate()
+    outputs = [proc.communicate(timeout=120) for proc in procs]  # the fixture kills leftovers
     results = []
     for stdout, stderr in outputs:
         lines = [x for x in stdout.splitlines() if x.startswith("RESULT")]

@@ -8,14 +8,13 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
-from subprocess import PIPE, Popen
+from subprocess import Popen
 
 import numpy as np
 import pytest
@@ -30,23 +29,9 @@ from steadystep.plot import atomic_path  # noqa: E402
 REPORT_FILES = ["metrics.json", "report.html", "report.md", "report.png"]
 
 
-@pytest.fixture
-def run_demo() -> Iterator[Callable[..., Popen[str]]]:
-    """Start ``steadystep demo`` in a subprocess; any still running at teardown is killed."""
-    procs: list[Popen[str]] = []
-
-    def start(*argv: str) -> Popen[str]:
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-        cmd = [sys.executable, "-m", "steadystep", "demo", "--no-progress", *argv]
-        proc = Popen(cmd, stdout=PIPE, stderr=PIPE, text=True, env=env)
-        procs.append(proc)
-        return proc
-
-    yield start
-    for proc in procs:
-        if proc.poll() is None:
-            proc.kill()
-        proc.communicate()
+def _demo(spawn: Callable[..., Popen[str]], *argv: str) -> Popen[str]:
+    command = [sys.executable, "-m", "steadystep", "demo", "--no-progress", *argv]
+    return spawn(command, PYTHONUNBUFFERED="1")
 
 
 # -- the corpus and the sampler -------------------------------------------------------------------
@@ -152,9 +137,9 @@ def test_spikes_and_final_loss() -> None:
 
 
 # -- the command --------------------------------------------------------------------------------
-def test_demo_reduced_run(tmp_path: Path, run_demo: Callable[..., Popen[str]]) -> None:
+def test_demo_reduced_run(tmp_path: Path, spawn: Callable[..., Popen[str]]) -> None:
     out = tmp_path / "report"
-    proc = run_demo("--steps", "24", "--out", str(out), "--seed", "1")
+    proc = _demo(spawn, "--steps", "24", "--out", str(out), "--seed", "1")
     stdout, stderr = proc.communicate(timeout=300)
     assert proc.returncode == 0, stderr
     assert f"report: {out / 'report.md'}" in stdout
@@ -183,10 +168,10 @@ def test_demo_reduced_run(tmp_path: Path, run_demo: Callable[..., Popen[str]]) -
 
 
 def test_demo_interrupted_leaves_no_report(
-    tmp_path: Path, run_demo: Callable[..., Popen[str]]
+    tmp_path: Path, spawn: Callable[..., Popen[str]]
 ) -> None:
     out = tmp_path / "report"
-    proc = run_demo("--steps", "100000", "--out", str(out))
+    proc = _demo(spawn, "--steps", "100000", "--out", str(out))
     assert proc.stdout is not None
     first = proc.stdout.readline()  # printed when training starts
     assert first.startswith("steadystep demo:"), proc.stderr.read() if proc.stderr else ""

@@ -16,7 +16,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -32,28 +32,15 @@ TIMEOUT = 120.0  # seconds for any one launch; a hang fails the test instead of 
 
 
 @pytest.fixture
-def launch() -> Iterator[Callable[..., subprocess.Popen[str]]]:
-    """Start a worker on a directory; any worker still running at teardown is killed."""
-    procs: list[subprocess.Popen[str]] = []
+def launch(spawn: Callable[..., subprocess.Popen[str]]) -> Callable[..., subprocess.Popen[str]]:
+    """Start a worker on a directory (killed at teardown if still running)."""
 
     def start(directory: Path, *extra: str) -> subprocess.Popen[str]:
-        env = {**os.environ, "PYTHONWARNINGS": "error", "OMP_NUM_THREADS": "1"}
         command = [sys.executable, str(WORKER), str(directory), f"--steps={STEPS}"]
-        proc = subprocess.Popen(
-            [*command, f"--every={EVERY}", *extra],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            env=env,
-        )
-        procs.append(proc)
-        return proc
+        command += [f"--every={EVERY}", *extra]
+        return spawn(command, PYTHONWARNINGS="error", OMP_NUM_THREADS="1")
 
-    yield start
-    for proc in procs:
-        if proc.poll() is None:
-            proc.kill()
-        proc.communicate()
+    return start
 
 
 def _read_until(proc: subprocess.Popen[str], done: Callable[[str], bool]) -> str:
