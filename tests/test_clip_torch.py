@@ -366,6 +366,39 @@ def test_fold_equals_clip_then_step(make_opt) -> None:
         assert _leftovers(ob) == []
 
 
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda ps, **kw: sst.ZClip(ps, warmup_steps=2, **kw),
+        lambda ps, **kw: sst.AutoClip(ps, percentile=50.0, **kw),
+        lambda ps, **kw: sst.SpikeSkip(ps, window=8, min_history=2, max_norm=0.05, **kw),
+    ],
+)
+def test_adaptive_clippers_fold(make) -> None:
+    a, b = _model(), _model()
+    oa = torch.optim.AdamW(a.parameters(), lr=0.1, fused=True)
+    ob = torch.optim.AdamW(b.parameters(), lr=0.1, fused=True)
+    ca, cb = make(a.parameters(), optimizer=oa), make(b.parameters(), optimizer=ob, fold=True)
+    clipped = 0
+    for step in range(6):
+        for model in (a, b):
+            model.zero_grad()
+            x = torch.randn(5, 8, generator=torch.Generator().manual_seed(step))
+            (model(x).sum() * (50.0 if step == 5 else 1.0)).backward()  # a spike at the end
+        torch.testing.assert_close(ca.clip(), cb.clip())
+        clipped += bool(cb.last.clipped)
+        oa.step()
+        ob.step()
+        for x, y in zip(a.parameters(), b.parameters(), strict=True):
+            torch.testing.assert_close(x, y, rtol=1e-5, atol=1e-5)
+        assert _leftovers(ob) == []
+    assert clipped >= 1
+    cb.load_state_dict(cb.state_dict())
+    assert cb.fold  # a setting of the run, kept when loading a state
+    with pytest.raises(ValueError, match=r"fold=True.*needs the `optimizer`"):
+        make(b.parameters(), fold=True)
+
+
 def test_fold_with_grad_scaler_and_skip() -> None:
     a, b = _model(), _model()
     oa = torch.optim.AdamW(a.parameters(), lr=0.1, fused=True)

@@ -8,6 +8,8 @@ tensors, loadable with ``torch.load(weights_only=True)``). The rules' maths is
 ``steadystep.clip`` (shared with the JAX adapters); statistics stay on the
 gradients' device, so no clipper syncs per step on GPU (except ``nonfinite="raise"``
 and skipping with a non-fused optimizer, as documented on ``clip_grad_norm_``).
+``AutoClip``, ``ZClip`` and ``SpikeSkip`` take ``fold=True`` with a fused ``optimizer``,
+as ``clip_grad_norm_`` does: the next step applies the coefficient.
 
 References:
     Brock et al. (2021) https://arxiv.org/abs/2102.06171 (AGC);
@@ -49,7 +51,7 @@ from ._contiguous import GradBuffer
 __all__ = ["AGC", "AutoClip", "SpikeSkip", "ZClip"]
 
 #: constructor arguments that are settings of this run, not state: kept when loading a state
-_SHARED = ("norm_type", "nonfinite", "optimizer", "process_group")
+_SHARED = ("norm_type", "nonfinite", "optimizer", "process_group", "fold")
 
 
 class _Clipper:
@@ -65,6 +67,7 @@ class _Clipper:
         nonfinite: str = "propagate",
         optimizer: torch.optim.Optimizer | None = None,
         process_group: Any = None,
+        fold: bool = False,
     ) -> None:
         self.params = as_parameters(params)
         # a GradBuffer is kept as given: norms then read its flat buffers
@@ -73,6 +76,11 @@ class _Clipper:
         self.nonfinite = check_nonfinite(nonfinite)
         self.optimizer = optimizer
         self.process_group = process_group
+        if fold and optimizer is None:
+            raise ValueError(
+                "Argument `fold=True` needs the `optimizer` whose step does the scaling"
+            )
+        self.fold = bool(fold)
         self.last: ClipResult | None = None
         self.device = self.params[0].device if self.params else torch.device("cpu")
         self._like = torch.zeros((), device=self.device)
@@ -84,6 +92,21 @@ class _Clipper:
     def _finish(self, result: ClipResult) -> Tensor:
         self.last = result
         return result.norm
+
+    def _clip_to(
+        self, gs: GradSet, total: Tensor, threshold: float | Tensor, skip: Tensor | None = None
+    ) -> Tensor:
+        """Clip ``gs`` to ``threshold`` (see ``clip_grad_norm_``); return the pre-clip norm."""
+        result = clip_with_threshold(
+            gs,
+            total,
+            threshold,
+            nonfinite=self.nonfinite,
+            optimizer=self.optimizer,
+            extra_skip=skip,
+            fold=self.fold,
+        )
+        return self._finish(result)
 
     def _tensors(self) -> dict[str, Tensor]:
         return {}
@@ -236,6 +259,7 @@ class AutoClip(_Clipper):
         nonfinite: str = "propagate",
         optimizer: torch.optim.Optimizer | None = None,
         process_group: Any = None,
+        fold: bool = False,
     ) -> None:
         super().__init__(
             params,
@@ -243,6 +267,7 @@ class AutoClip(_Clipper):
             nonfinite=nonfinite,
             optimizer=optimizer,
             process_group=process_group,
+            fold=fold,
         )
         if (
             not is_python_number(percentile)
@@ -268,11 +293,7 @@ class AutoClip(_Clipper):
         self._state, threshold = _rules.autoclip_step(
             self._state, total, percentile=self.percentile
         )
-        return self._finish(
-            clip_with_threshold(
-                gs, total, threshold, nonfinite=self.nonfinite, optimizer=self.optimizer
-            )
-        )
+        return self._clip_to(gs, total, threshold)
 
 
 class ZClip(_Clipper):
@@ -320,6 +341,7 @@ class ZClip(_Clipper):
         nonfinite: str = "propagate",
         optimizer: torch.optim.Optimizer | None = None,
         process_group: Any = None,
+        fold: bool = False,
     ) -> None:
         super().__init__(
             params,
@@ -327,6 +349,7 @@ class ZClip(_Clipper):
             nonfinite=nonfinite,
             optimizer=optimizer,
             process_group=process_group,
+            fold=fold,
         )
         self.alpha, self.z_thresh, self.warmup_steps = alpha, z_thresh, warmup_steps
         self.mode, self.clip_option, self.clip_factor = mode, clip_option, clip_factor
@@ -359,11 +382,7 @@ class ZClip(_Clipper):
         self._state, threshold = _rules.zclip_step(self._state, total, **self._rule_args())
         if self.max_norm is not None:
             threshold = torch.clamp(threshold, max=self.max_norm)
-        return self._finish(
-            clip_with_threshold(
-                gs, total, threshold, nonfinite=self.nonfinite, optimizer=self.optimizer
-            )
-        )
+        return self._clip_to(gs, total, threshold)
 
 
 class SpikeSkip(_Clipper):
@@ -401,6 +420,7 @@ class SpikeSkip(_Clipper):
         optimizer: torch.optim.Optimizer | None = None,
         norm_type: float | str = 2.0,
         process_group: Any = None,
+        fold: bool = False,
     ) -> None:
         super().__init__(
             params,
@@ -408,6 +428,7 @@ class SpikeSkip(_Clipper):
             nonfinite="skip",
             optimizer=optimizer,
             process_group=process_group,
+            fold=fold,
         )
         self.window = check_int("window", window, 1, _rules.HISTORY_MAX)
         self.sigma = check_positive("sigma", sigma)
@@ -430,13 +451,4 @@ class SpikeSkip(_Clipper):
             self._state, total, sigma=self.sigma, min_history=self.min_history
         )
         threshold = math.inf if self.max_norm is None else self.max_norm
-        return self._finish(
-            clip_with_threshold(
-                gs,
-                total,
-                threshold,
-                nonfinite="skip",
-                optimizer=self.optimizer,
-                extra_skip=spike,
-            )
-        )
+        return self._clip_to(gs, total, threshold, spike)
