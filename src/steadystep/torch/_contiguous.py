@@ -256,11 +256,14 @@ class GradBuffer:
 def contiguous_grads(parameters: Iterable[Tensor]) -> GradBuffer:
     """Make the gradients of ``parameters`` views of one flat buffer per (device, dtype).
 
-    Existing gradients are copied in. Autograd then accumulates in place into the
-    views; after ``optimizer.zero_grad()`` (``set_to_none=True``, torch's default) a
-    hook copies each new gradient back into its view, so the layout survives (at the
-    cost of one copy per tensor). ``buffer.zero_grad()`` is the fastest way to zero.
-    :func:`steadystep.torch.clip_grad_norm_` detects the layout by itself.
+    Existing gradients are copied in (a parameter without one keeps None). Autograd
+    then accumulates in place into the views; after ``optimizer.zero_grad()``
+    (``set_to_none=True``, torch's default) a hook copies each new gradient into its
+    view, so the layout survives (at the cost of one copy per tensor).
+    ``buf.zero_grad()`` is the fastest way to zero. Pass ``buf`` itself to
+    :func:`steadystep.torch.clip_grad_norm_` or a clipper to clip the flat buffers
+    without reading any ``.grad``; passing the parameters also works (the layout is
+    detected, but every ``.grad`` is read).
 
     Returns:
         The :class:`GradBuffer` (keep it; ``remove()`` undoes the hooks).
@@ -272,5 +275,10 @@ def contiguous_grads(parameters: Iterable[Tensor]) -> GradBuffer:
         >>> (ps[0] * 2).sum().backward()
         >>> buf.buffers[0].tolist()
         [2.0, 2.0, 2.0, 0.0, 0.0, 0.0, 0.0]
+        >>> from steadystep.torch import clip_grad_norm_
+        >>> round(float(clip_grad_norm_(buf, max_norm=1.0)), 4)  # reads only buf.buffers
+        3.4641
+        >>> ps[0].grad, ps[1].grad is None
+        (tensor([0.5774, 0.5774, 0.5774]), True)
     """
     return GradBuffer(parameters)
