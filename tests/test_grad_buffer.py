@@ -230,6 +230,24 @@ def test_skip_through_the_buffer_leaves_the_model_untouched() -> None:
     torch.testing.assert_close(sst.clip_grad_norm_(buf, 1e9), ref)
 
 
+def test_scheduler_does_not_count_an_update_skipped_through_the_buffer() -> None:
+    import steadystep as ss
+
+    model = torch.nn.Linear(3, 2)
+    buf = sst.contiguous_grads(model.parameters())
+    opt = torch.optim.SGD(model.parameters(), lr=1.0)
+    sched = sst.Scheduler(opt, ss.linear(1.0, 0.0, steps=10))
+    lrs = []
+    for bad in (False, True, False):
+        buf.zero_grad()
+        model(torch.full((1, 3), math.inf if bad else 1.0)).sum().backward()
+        sst.clip_grad_norm_(buf, 1.0, nonfinite="skip", optimizer=opt)
+        opt.step()
+        sched.step()
+        lrs.append(opt.param_groups[0]["lr"])
+    assert lrs == pytest.approx([0.9, 0.9, 0.8])
+
+
 def test_adaptive_clippers_read_the_buffer() -> None:
     a, b = _many(20, 5), _many(20, 5)
     buf = sst.contiguous_grads(b)
