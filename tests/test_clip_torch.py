@@ -326,6 +326,31 @@ def test_spike_skip_skips_optimizer_step() -> None:
     assert torch.equal(opt.state[w]["step"], step)
 
 
+@pytest.mark.parametrize("use_buffer", [False, True])
+def test_a_clipper_after_a_skip_leaves_its_statistics_alone(use_buffer) -> None:
+    w = torch.nn.Parameter(torch.zeros(2))
+    opt = torch.optim.Adam([w], lr=0.1)  # not fused: a skip drops the gradients
+    source = sst.contiguous_grads([w]) if use_buffer else [w]
+    guard = sst.SpikeSkip(source, window=16, min_history=4, optimizer=opt)
+    clippers = [sst.ZClip(source, warmup_steps=3), sst.AutoClip(source, history=8)]
+    for g in [1.0, 1.1, 0.9, 1.05, 500.0]:  # the last one is a spike
+        if use_buffer:
+            source.zero_grad()
+            (w * torch.tensor([g, 0.0])).sum().backward()
+        else:
+            w.grad = torch.tensor([g, 0.0])
+        before = [c.state_dict() for c in clippers]
+        guard.clip()
+        for clipper, state in zip(clippers, before, strict=True):
+            clipper.clip()
+            if bool(guard.last.skipped):  # no gradient left: not a step for the others
+                assert float(clipper.last.norm) == 0.0 and not bool(clipper.last.clipped)
+                after = clipper.state_dict()
+                assert all(torch.equal(after[k], v) for k, v in state.items() if torch.is_tensor(v))
+        opt.step()
+    assert bool(guard.last.skipped)
+
+
 # ------------------------------------------------- folding the coefficient into a fused step
 
 FUSED = [

@@ -93,6 +93,16 @@ class _Clipper:
         self.last = result
         return result.norm
 
+    def _no_gradients(self, total: Tensor) -> Tensor:
+        """Report a call that found no gradient at all, leaving the statistics as they are.
+
+        That is no training step (e.g. an earlier clipper dropped every gradient to skip
+        it); feeding its norm of 0 to the history would bias the threshold.
+        """
+        one = torch.ones((), dtype=torch.float32, device=total.device)
+        no = torch.zeros((), dtype=torch.bool, device=total.device)
+        return self._finish(ClipResult(total.float(), one * math.inf, one, no, no))
+
     def _clip_to(
         self, gs: GradSet, total: Tensor, threshold: float | Tensor, skip: Tensor | None = None
     ) -> Tensor:
@@ -290,6 +300,8 @@ class AutoClip(_Clipper):
     def clip(self) -> Tensor:
         """Record the norm, clip to the history's percentile; return the pre-clip norm."""
         gs, total = self._norm()
+        if gs.empty:
+            return self._no_gradients(total)
         self._state, threshold = _rules.autoclip_step(
             self._state, total, percentile=self.percentile
         )
@@ -379,6 +391,8 @@ class ZClip(_Clipper):
     def clip(self) -> Tensor:
         """Clip a spike to its ZClip threshold, update the statistics; return the pre-clip norm."""
         gs, total = self._norm()
+        if gs.empty:
+            return self._no_gradients(total)
         self._state, threshold = _rules.zclip_step(self._state, total, **self._rule_args())
         if self.max_norm is not None:
             threshold = torch.clamp(threshold, max=self.max_norm)
@@ -447,6 +461,8 @@ class SpikeSkip(_Clipper):
     def clip(self) -> Tensor:
         """Flag a spike (skip the next step) and clip to ``max_norm``; return the norm."""
         gs, total = self._norm()
+        if gs.empty:
+            return self._no_gradients(total)
         self._state, spike = _rules.spike_step(
             self._state, total, sigma=self.sigma, min_history=self.min_history
         )

@@ -179,7 +179,7 @@ class GradSet:
         self.duplicate_grads: list[Tensor] = []
         if buffer is not None:
             self.counted = list(buffer.buffers)
-            self.empty = not self.counted
+            self.empty = not buffer.has_grads
             self.device = self.counted[0].device if self.counted else None
             return
         grads = collect_grads(params)

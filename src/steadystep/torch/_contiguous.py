@@ -120,6 +120,7 @@ class GradBuffer:
     Attributes:
         buffers: one flat tensor per (device, dtype), in first-seen order.
         parameters: the parameters, each once, in buffer order.
+        has_grads: whether any parameter had a gradient at the last check.
     """
 
     def __init__(self, parameters: Iterable[Tensor]) -> None:
@@ -152,6 +153,7 @@ class GradBuffer:
         self.buffers: list[Tensor] = []
         self._pairs: list[tuple[Tensor, Tensor]] = []
         self._sentinels: list[tuple[Tensor, Tensor]] = []
+        self.has_grads = False
         self._handles: list[Any] = []
         for (dev, dtype), members in groups.items():
             flat = torch.zeros(sum(p.numel() for p in members), dtype=dtype, device=dev)
@@ -202,6 +204,7 @@ class GradBuffer:
         # that no backward followed (the hook sees the ones that a backward follows)
         stride = max(1, len(attached) // _SENTINELS)
         self._sentinels = attached[::stride][:_SENTINELS]
+        self.has_grads = bool(attached)
         self._checked = True
 
     def _stale(self) -> bool:
@@ -238,6 +241,7 @@ class GradBuffer:
         for flat in self.buffers:
             flat.zero_()
         self._sentinels = []
+        self.has_grads = False
         self._checked = True
 
     def remove(self) -> None:
