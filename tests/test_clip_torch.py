@@ -467,6 +467,8 @@ def test_fold_falls_back_to_scaling_now() -> None:
     assert _leftovers(plain) == [] and float(torch.nn.utils.get_total_norm(_grads(model))) < 1.1e-3
     with pytest.raises(ValueError, match=r"fold=True.*needs the `optimizer`"):
         sst.clip_grad_norm_(params, 1.0, fold=True)
+    with pytest.raises(TypeError, match=r"`fold` must be True or False\. Received: fold='yes'"):
+        sst.clip_grad_norm_(params, 1.0, optimizer=plain, fold="yes")
     fused = torch.optim.Adam(params, fused=True)
     sst.clip_grad_norm_(params, 1e-4, optimizer=fused, fold=True)
     with pytest.raises(RuntimeError, match="already folded"):

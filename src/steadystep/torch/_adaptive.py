@@ -41,6 +41,7 @@ from ._clip import (
     ClipResult,
     GradSet,
     as_parameters,
+    check_fold,
     check_max_norm,
     check_nonfinite,
     clip_with_threshold,
@@ -76,11 +77,7 @@ class _Clipper:
         self.nonfinite = check_nonfinite(nonfinite)
         self.optimizer = optimizer
         self.process_group = process_group
-        if fold and optimizer is None:
-            raise ValueError(
-                "Argument `fold=True` needs the `optimizer` whose step does the scaling"
-            )
-        self.fold = bool(fold)
+        self.fold = check_fold(fold, optimizer)
         self.last: ClipResult | None = None
         self.device = self.params[0].device if self.params else torch.device("cpu")
         self._like = torch.zeros((), device=self.device)

@@ -113,6 +113,14 @@ def check_nonfinite(nonfinite: Any) -> str:
     return str(nonfinite)
 
 
+def check_fold(fold: Any, optimizer: Any) -> bool:
+    if not isinstance(fold, bool):
+        raise TypeError(f"Argument `fold` must be True or False. Received: fold={fold!r}")
+    if fold and optimizer is None:
+        raise ValueError("Argument `fold=True` needs the `optimizer` whose step does the scaling")
+    return fold
+
+
 def check_max_norm(max_norm: Any) -> float | Tensor:
     if isinstance(max_norm, Tensor):
         if max_norm.numel() != 1:
@@ -551,12 +559,11 @@ def clip_grad_norm_(
     limit = check_max_norm(max_norm)
     p = check_norm_type(norm_type)
     policy = check_nonfinite(nonfinite)
-    if fold and optimizer is None:
-        raise ValueError("Argument `fold=True` needs the `optimizer` whose step does the scaling")
+    folded = check_fold(fold, optimizer)
     gs = grad_set(parameters, duplicates)
     total = gs.norm(p, foreach=foreach, process_group=process_group)
     result = clip_with_threshold(
-        gs, total, limit, nonfinite=policy, optimizer=optimizer, fold=bool(fold)
+        gs, total, limit, nonfinite=policy, optimizer=optimizer, fold=folded
     )
     return result if return_result else result.norm
 
