@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 from array_api_compat import array_namespace
 
-from ._checks import check_norm_type, check_positive, is_python_number
+from .. import _check as check
 
 __all__ = ["clip_by_global_norm", "clip_by_norm", "clip_by_value", "global_norm"]
 
@@ -35,7 +35,7 @@ Array = Any
 
 
 def _namespace(*arrays: Array) -> Any:
-    present = [a for a in arrays if a is not None and not is_python_number(a)]
+    present = [a for a in arrays if a is not None and not check.is_python_number(a)]
     return array_namespace(*present) if present else array_namespace(np.asarray(0.0))
 
 
@@ -95,7 +95,7 @@ def global_norm(tensors: Sequence[Array | None], *, norm_type: float = 2.0) -> A
         >>> float(global_norm([np.array([3.0, -7.0])], norm_type=float("inf")))
         7.0
     """
-    p = check_norm_type(norm_type)
+    p = check.norm_type(norm_type)
     present = [t for t in tensors if t is not None]
     xp = _namespace(*present)
     if not present:
@@ -108,8 +108,8 @@ def global_norm(tensors: Sequence[Array | None], *, norm_type: float = 2.0) -> A
 
 
 def _check_clip_norm(clip_norm: Any) -> None:
-    if is_python_number(clip_norm):
-        check_positive("clip_norm", clip_norm)
+    if check.is_python_number(clip_norm):
+        check.positive("clip_norm", clip_norm)
 
 
 def _scale(xp: Any, norm: Array, clip_norm: Array) -> Array:
@@ -191,7 +191,7 @@ def clip_by_value(t: Array, clip_value_min: float | Array, clip_value_max: float
         >>> clip_by_value(np.array([-3.0, 0.5, 7.0]), -1.0, 1.0).tolist()
         [-1.0, 0.5, 1.0]
     """
-    if is_python_number(clip_value_min) and is_python_number(clip_value_max):
+    if check.is_python_number(clip_value_min) and check.is_python_number(clip_value_max):
         lo, hi = float(clip_value_min), float(clip_value_max)
         if math.isnan(lo) or math.isnan(hi) or lo > hi:
             raise ValueError(

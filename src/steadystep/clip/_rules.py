@@ -33,7 +33,7 @@ from typing import Any, Literal, NamedTuple
 import numpy as np
 from array_api_compat import array_namespace, device
 
-from ._checks import check_finite, check_int, check_positive, is_python_number
+from .. import _check as check
 from ._norm import _widened
 
 #: the largest norm history kept (float32 entries: 64 MiB)
@@ -93,8 +93,8 @@ def unitwise_norm(x: Array, *, output_axis: int = 0) -> Array:
 
 
 def _check_agc(clipping: float, eps: float) -> None:
-    check_positive("clipping", clipping)
-    check_finite("eps", eps, minimum=0.0)
+    check.positive("clipping", clipping)
+    check.at_least("eps", eps, 0.0)
 
 
 def agc_scale(
@@ -164,7 +164,7 @@ class NormHistory(NamedTuple):
 
 def history_init(size: int, like: Array | None = None) -> NormHistory:
     """An empty history of ``size`` entries, on the framework/device of ``like``."""
-    check_int("size", size, 1, HISTORY_MAX)
+    check.integer("size", size, minimum=1, maximum=HISTORY_MAX)
     xp, dev = _xp_dev(like)
     return NormHistory(
         xp.zeros((size,), dtype=xp.float32, device=dev),
@@ -255,8 +255,8 @@ def autoclip_step(
         2.0
     """
     if (
-        not is_python_number(percentile)
-        or not 0.0 <= check_finite("percentile", percentile, 0.0) <= 100
+        not check.is_python_number(percentile)
+        or not 0.0 <= check.at_least("percentile", percentile, 0.0) <= 100
     ):
         raise ValueError(
             f"Argument `percentile` must be in [0, 100]. Received: percentile={percentile!r}"
@@ -326,12 +326,12 @@ def zclip_step(
         >>> round(float(thr), 3)  # 1 + 2.5**2 * std / z, std = sqrt(0.02), z = 4 / std
         1.031
     """
-    check_positive("alpha", alpha)
-    check_positive("z_thresh", z_thresh)
-    check_positive("clip_factor", clip_factor)
+    check.positive("alpha", alpha)
+    check.positive("z_thresh", z_thresh)
+    check.positive("clip_factor", clip_factor)
     if not float(alpha) < 1.0:
         raise ValueError(f"Argument `alpha` must be < 1. Received: alpha={alpha!r}")
-    check_int("warmup_steps", warmup_steps, 1)
+    check.integer("warmup_steps", warmup_steps, minimum=1, maximum=check.INT32_MAX)
     if mode not in ("zscore", "percentile"):
         raise ValueError(
             f"Argument `mode` must be 'zscore' or 'percentile'. Received: mode={mode!r}"
@@ -410,11 +410,11 @@ def spike_step(
         >>> bool(spike)
         True
     """
-    check_positive("sigma", sigma)
+    check.positive("sigma", sigma)
     size = state.values.shape[0]
     if min_history is None:
         min_history = max(20, size // 2)
-    check_int("min_history", min_history, 2)
+    check.integer("min_history", min_history, minimum=2, maximum=check.INT32_MAX)
     xp = array_namespace(state.values)
     x = xp.astype(xp.asarray(norm), state.values.dtype)
     mean, std = history_mean_std(state)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..schedules import _check as check
+from .. import _check as check
 from ..schedules._base import Schedule
 from ..schedules._combine import Sequence
 

@@ -27,8 +27,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from steadystep import _check as check
 from steadystep import clip as rules
-from steadystep.clip._checks import check_positive
 
 __all__ = [
     "SpikeSkipState",
@@ -90,7 +90,7 @@ def clip_by_global_norm(
         >>> [round(float(updates[k][0]), 6) for k in "ab"]
         [0.6, 0.8]
     """
-    check_positive("max_norm", max_norm)
+    check.positive("max_norm", max_norm)
     policy = _check_nonfinite(nonfinite)
 
     def update_fn(updates: Any, state: Any, params: Any = None) -> tuple[Any, Any]:
@@ -123,7 +123,7 @@ def adaptive_grad_clip(
         >>> [round(float(x), 6) for x in g]
         [0.6, 0.8]
     """
-    check_positive("clipping", clipping)
+    check.positive("clipping", clipping)
     rules.agc_scale(jnp.ones(1), jnp.ones(1), clipping=clipping, eps=eps)  # validates eps
     if isinstance(output_axis, bool) or not isinstance(output_axis, int):
         raise TypeError(

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from . import _check as check
+from .. import _check as check
 from ._base import Array, Namespace, Schedule, floor_div
 
 

@@ -7,7 +7,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from . import _check as check
+from .. import _check as check
 from ._base import Array, Namespace, Schedule, by_interval, floor_div, power_of
 
 

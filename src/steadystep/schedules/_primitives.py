@@ -10,7 +10,7 @@ import math
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from . import _check as check
+from .. import _check as check
 from ._base import (
     Array,
     Namespace,

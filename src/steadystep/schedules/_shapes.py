@@ -14,7 +14,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from . import _check as check
+from .. import _check as check
 from ._base import Array, Namespace, Schedule, power_of
 from ._primitives import Span
 

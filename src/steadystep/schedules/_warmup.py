@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from . import _check as check
+from .. import _check as check
 from ._base import Array, Namespace, Schedule, by_interval, lerp, power_of
 
 SHAPES = ("linear", "cosine", "exponential")

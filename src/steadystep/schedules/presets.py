@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 
-from . import _check as check
+from .. import _check as check
 from ._base import Schedule
 from ._combine import Minimum, Repeat, Sequence
 from ._primitives import Constant, Cosine, Linear, OneMinusSqrt, Polynomial, Power

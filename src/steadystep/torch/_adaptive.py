@@ -28,14 +28,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from steadystep import _check as check
 from steadystep.clip import _rules
-from steadystep.clip._checks import (
-    check_finite,
-    check_int,
-    check_norm_type,
-    check_positive,
-    is_python_number,
-)
 
 from ._clip import (
     ClipResult,
@@ -73,7 +67,7 @@ class _Clipper:
         self.params = as_parameters(params)
         # a GradBuffer is kept as given: norms then read its flat buffers
         self._source: Any = params if isinstance(params, GradBuffer) else self.params
-        self.norm_type = check_norm_type(norm_type)
+        self.norm_type = check.norm_type(norm_type)
         self.nonfinite = check_nonfinite(nonfinite)
         self.optimizer = optimizer
         self.process_group = process_group
@@ -277,14 +271,14 @@ class AutoClip(_Clipper):
             fold=fold,
         )
         if (
-            not is_python_number(percentile)
-            or not 0 < check_finite("percentile", percentile, 0.0) <= 100
+            not check.is_python_number(percentile)
+            or not 0 < check.at_least("percentile", percentile, 0.0) <= 100
         ):
             raise ValueError(
                 f"Argument `percentile` must be in (0, 100]. Received: percentile={percentile!r}"
             )
         self.percentile = float(percentile)
-        self.history = check_int("history", history, 1, _rules.HISTORY_MAX)
+        self.history = check.integer("history", history, minimum=1, maximum=_rules.HISTORY_MAX)
         self._state = _rules.autoclip_init(self.history, like=self._like)
 
     def _tensors(self) -> dict[str, Tensor]:
@@ -363,7 +357,7 @@ class ZClip(_Clipper):
         self.alpha, self.z_thresh, self.warmup_steps = alpha, z_thresh, warmup_steps
         self.mode, self.clip_option, self.clip_factor = mode, clip_option, clip_factor
         self.skip_update_on_spike = bool(skip_update_on_spike)
-        self.max_norm = None if max_norm is None else check_positive("max_norm", max_norm)
+        self.max_norm = None if max_norm is None else check.positive("max_norm", max_norm)
         self._state = _rules.zclip_init(like=self._like)
         _rules.zclip_step(self._state, self._like, **self._rule_args())  # validates arguments
 
@@ -441,8 +435,8 @@ class SpikeSkip(_Clipper):
             process_group=process_group,
             fold=fold,
         )
-        self.window = check_int("window", window, 1, _rules.HISTORY_MAX)
-        self.sigma = check_positive("sigma", sigma)
+        self.window = check.integer("window", window, minimum=1, maximum=_rules.HISTORY_MAX)
+        self.sigma = check.positive("sigma", sigma)
         self.min_history = max(20, self.window // 2) if min_history is None else min_history
         self.max_norm = None if max_norm is None else float(check_max_norm(max_norm))
         self._state = _rules.spike_init(self.window, like=self._like)

@@ -23,7 +23,7 @@ from typing import Any, Literal, NamedTuple, overload
 import torch
 from torch import Tensor
 
-from steadystep.clip._checks import check_norm_type, check_positive
+from steadystep import _check as check
 
 from . import _distributed as _dist
 from ._contiguous import GradBuffer, flat_plan
@@ -129,7 +129,7 @@ def check_max_norm(max_norm: Any) -> float | Tensor:
                 f"Received: max_norm of shape {tuple(max_norm.shape)}"
             )
         return max_norm
-    return check_positive("max_norm", max_norm)
+    return check.positive("max_norm", max_norm)
 
 
 # ---------------------------------------------------------------------- norms
@@ -557,7 +557,7 @@ def clip_grad_norm_(
         tensor([0.6000, 0.8000])
     """
     limit = check_max_norm(max_norm)
-    p = check_norm_type(norm_type)
+    p = check.norm_type(norm_type)
     policy = check_nonfinite(nonfinite)
     folded = check_fold(fold, optimizer)
     gs = grad_set(parameters, duplicates)
@@ -585,7 +585,7 @@ def clip_grad_value_(
         >>> w.grad
         tensor([-1.0000,  0.5000,  1.0000])
     """
-    value = check_positive("clip_value", clip_value)
+    value = check.positive("clip_value", clip_value)
     gs = grad_set(parameters)
     for (dev, _), group in _grouped(gs.scaled_tensors()).items():
         if _foreach_ok(dev, foreach):

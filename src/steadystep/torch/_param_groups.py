@@ -8,7 +8,7 @@ from typing import Any
 
 import torch
 
-from ..schedules import _check as check
+from .. import _check as check
 
 __all__ = ["layerwise_lr_decay_groups"]
 
