@@ -31,12 +31,23 @@ from __future__ import annotations
 from collections.abc import Sequence as SequenceType
 from typing import Any
 
-from ..schedules import Cycles, Linear, Multistep, Schedule, Sequence, Step, Warmup
+from ..schedules import (
+    Constant,
+    Cycles,
+    Linear,
+    Multistep,
+    Plateau,
+    Schedule,
+    Sequence,
+    Step,
+    Warmup,
+)
 from . import _util as u
 
 __all__ = [
     "CosineLRScheduler",
     "MultiStepLRScheduler",
+    "PlateauLRScheduler",
     "PolyLRScheduler",
     "StepLRScheduler",
     "TanhLRScheduler",
@@ -230,3 +241,42 @@ def MultiStepLRScheduler(
     _no_noise(noise_range_t)
     body = Multistep(u.positive("lr", lr), tuple(decay_t), u.positive("decay_rate", decay_rate))
     return _warm(body, warmup_t, warmup_lr_init, warmup_prefix)
+
+
+def PlateauLRScheduler(
+    lr: float,
+    decay_rate: float = 0.1,
+    patience_t: int = 10,
+    threshold: float = 1e-4,
+    cooldown_t: int = 0,
+    warmup_t: int = 0,
+    warmup_lr_init: float = 0.0,
+    lr_min: float = 0.0,
+    mode: str = "max",
+    noise_range_t: Any = None,
+) -> Schedule:
+    """timm's ``PlateauLRScheduler``: a linear warmup, then torch's ``ReduceLROnPlateau``.
+
+    ``s(t)`` is the LR of epoch ``t``; ``warmup_t`` epochs ramp from ``warmup_lr_init`` to
+    ``lr``, and timm ignores the metrics of those epochs (``step(epoch, metric)`` with
+    ``epoch <= warmup_t``): the plateau's ``ignore_first=warmup_t``, for the usual loop that
+    feeds one metric per epoch. Note timm's default ``mode="max"`` (an accuracy).
+
+    >>> s = PlateauLRScheduler(0.1, warmup_t=2, warmup_lr_init=0.0)
+    >>> [s(t) for t in range(4)]
+    [0.0, 0.05, 0.1, 0.1]
+    """
+    _no_noise(noise_range_t)
+    w = u.integer("warmup_t", warmup_t)
+    start = u.nonnegative("warmup_lr_init", warmup_lr_init)
+    body = Plateau(
+        Constant(u.positive("lr", lr)),
+        factor=decay_rate,
+        patience=patience_t,
+        mode=mode,
+        threshold=threshold,
+        cooldown=cooldown_t,
+        min_lr=lr_min,
+        ignore_first=w,
+    )
+    return Sequence((Linear(start, body.schedule(0), w), body)) if w else body

@@ -29,6 +29,7 @@ from ..schedules import (
     Exponential,
     Linear,
     Piecewise,
+    Plateau,
     Polynomial,
     Repeat,
     Schedule,
@@ -49,6 +50,7 @@ __all__ = [
     "OneCycleLR",
     "OneCycleMomentum",
     "PolynomialLR",
+    "ReduceLROnPlateau",
     "SequentialLR",
     "StepLR",
 ]
@@ -340,3 +342,49 @@ def SequentialLR(schedulers: SequenceType[Schedule], milestones: SequenceType[in
             f"{len(parts) - 1} entries. Received: milestones={list(milestones)!r}"
         )
     return Sequence(parts, bounds) if bounds else parts[0]
+
+
+def ReduceLROnPlateau(
+    lr: float | SequenceType[float],
+    mode: str = "min",
+    factor: float = 0.1,
+    patience: int = 10,
+    threshold: float = 1e-4,
+    threshold_mode: str = "rel",
+    cooldown: int = 0,
+    min_lr: float | SequenceType[float] = 0,
+    eps: float = 1e-8,
+) -> Plateau | list[Plateau]:
+    """torch's ``ReduceLROnPlateau`` on a constant ``lr``: :func:`steadystep.plateau`.
+
+    Feed metrics with ``steadystep.torch.Scheduler(opt, s).step(metric)``; the LRs equal
+    torch's bit for bit. A list ``lr`` or ``min_lr`` (one per param group, torch's per-group
+    ``min_lr``) gives a list of schedules, one per group.
+
+    >>> ReduceLROnPlateau(0.1, patience=2)
+    plateau(constant(value=0.1), patience=2)
+    """
+    many = [isinstance(v, SequenceType) and not isinstance(v, str) for v in (lr, min_lr)]
+    lrs = list(lr) if many[0] else None  # type: ignore[arg-type]
+    mins = list(min_lr) if many[1] else None  # type: ignore[arg-type]
+    if lrs is not None and mins is not None and len(lrs) != len(mins):
+        raise ValueError(
+            f"Arguments `lr` and `min_lr` must have one entry per group each. "
+            f"Received: {len(lrs)} lrs and {len(mins)} min_lrs"
+        )
+    n = len(lrs) if lrs is not None else len(mins) if mins is not None else 1
+    out = [
+        Plateau(
+            Constant(_lr(lr if lrs is None else lrs[i])),
+            factor=factor,
+            patience=patience,
+            mode=mode,
+            threshold=threshold,
+            threshold_mode=threshold_mode,
+            cooldown=cooldown,
+            min_lr=min_lr if mins is None else mins[i],  # type: ignore[arg-type]
+            eps=eps,
+        )
+        for i in range(n)
+    ]
+    return out if any(many) else out[0]

@@ -33,6 +33,7 @@ from ..schedules import (
     InverseSqrt,
     Linear,
     OneMinusSqrt,
+    Plateau,
     Polynomial,
     Schedule,
 )
@@ -49,6 +50,7 @@ __all__ = [
     "get_inverse_sqrt_schedule",
     "get_linear_schedule_with_warmup",
     "get_polynomial_decay_schedule_with_warmup",
+    "get_reduce_on_plateau_schedule",
     "get_scheduler",
     "get_wsd_schedule",
 ]
@@ -351,7 +353,7 @@ TYPE_TO_SCHEDULER_FUNCTION = {
     "warmup_stable_decay": get_wsd_schedule,
 }
 
-_NOT_STEP_FUNCTIONS = ("reduce_lr_on_plateau", "greedy")
+_NOT_STEP_FUNCTIONS = ("greedy",)
 
 
 def get_scheduler(
@@ -367,8 +369,8 @@ def get_scheduler(
     Same argument names and the same rules about which arguments each name needs.
     ``scheduler_specific_kwargs`` go to the named function (e.g. ``{"num_cycles": 3}``;
     ``polynomial`` and ``cosine_with_min_lr``'s ``min_lr`` also need ``{"lr_init": lr}`` or
-    ``optimizer=``). ``reduce_lr_on_plateau`` and ``greedy`` depend on metrics, not on the
-    step, and are refused.
+    ``optimizer=``). ``reduce_lr_on_plateau`` is a multiplier plateau (see
+    :func:`get_reduce_on_plateau_schedule`); ``greedy`` is refused.
 
     >>> get_scheduler("cosine", num_warmup_steps=0, num_training_steps=10)(5)
     0.5
@@ -377,6 +379,14 @@ def get_scheduler(
     1.0
     """
     key = name.value if isinstance(name, Enum) else name
+    if key == "reduce_lr_on_plateau":
+        if num_warmup_steps:  # transformers ignores it; a warmup is one wrapper away
+            raise ValueError(
+                "transformers ignores `num_warmup_steps` for reduce_lr_on_plateau; to warm up, "
+                "wrap the schedule: steadystep.warmup(s, steps=N). "
+                f"Received: num_warmup_steps={num_warmup_steps!r}"
+            )
+        return get_reduce_on_plateau_schedule(optimizer, **(scheduler_specific_kwargs or {}))
     if key in _NOT_STEP_FUNCTIONS:
         raise ValueError(
             f"Argument `name` must name a function of the step; {key!r} depends on "
@@ -408,3 +418,57 @@ def get_scheduler(
         num_training_steps=num_training_steps,
         **kwargs,
     )
+
+
+def get_reduce_on_plateau_schedule(
+    optimizer: Any = None, *, lr_init: float | None = None, **kwargs: Any
+) -> Plateau:
+    """transformers' ``reduce_lr_on_plateau``: torch's ``ReduceLROnPlateau`` as a multiplier.
+
+    ``kwargs`` are ``ReduceLROnPlateau``'s (``mode``, ``factor``, ``patience``, ``threshold``,
+    ``threshold_mode``, ``cooldown``, ``min_lr``, ``eps``). The result multiplies each group's
+    LR (``steadystep.torch.Scheduler(opt, s, relative=True)``), whose ``eps`` rule then compares
+    LRs as torch does; ``min_lr`` is an LR in torch, so a nonzero one needs ``optimizer`` or
+    ``lr_init`` to become a multiplier floor (``min_lr / lr_init``; the groups' LR, which must
+    then be one). The LRs equal torch's to
+    the last bit or within a few ulps (torch multiplies the LR by ``factor``; the multiplier
+    form multiplies 1.0 and then the LR).
+
+    >>> get_reduce_on_plateau_schedule(factor=0.5, patience=2)
+    plateau(constant(value=1.0), factor=0.5, patience=2)
+    """
+    known = (
+        "mode",
+        "factor",
+        "patience",
+        "threshold",
+        "threshold_mode",
+        "cooldown",
+        "min_lr",
+        "eps",
+    )
+    extra = sorted(set(kwargs) - set(known))
+    if extra:
+        raise TypeError(
+            f"reduce_lr_on_plateau takes ReduceLROnPlateau's arguments {list(known)}. "
+            f"Received unknown: {extra}"
+        )
+    min_lr = kwargs.pop("min_lr", 0.0)
+    if isinstance(min_lr, (list, tuple)):
+        raise ValueError(
+            "A per-group `min_lr` list has no single multiplier form; build one schedule per "
+            "group with steadystep.compat.torch.ReduceLROnPlateau. "
+            f"Received: min_lr={min_lr!r}"
+        )
+    if u.nonnegative("min_lr", min_lr):
+        if lr_init is None and optimizer is not None:
+            group_lrs = {float(g["lr"]) for g in optimizer.param_groups}
+            if len(group_lrs) != 1:
+                raise ValueError(
+                    "A nonzero `min_lr` is one multiplier floor only when every param group has "
+                    f"the same LR; these have {sorted(group_lrs)}. Use one "
+                    "steadystep.compat.torch.ReduceLROnPlateau per group."
+                )
+            lr_init = group_lrs.pop()
+        min_lr = min_lr / _lr_init(None, lr_init, "reduce_lr_on_plateau's min_lr")
+    return Plateau(Constant(1.0), min_lr=min_lr, **kwargs)

@@ -19,6 +19,11 @@ from ._combine import minimum as minimum
 from ._combine import product as product
 from ._combine import repeat as repeat
 from ._combine import sequence as sequence
+from ._plateau import Plateau as Plateau
+from ._plateau import PlateauState as PlateauState
+from ._plateau import apply_reduction as apply_reduction
+from ._plateau import find_plateau as find_plateau
+from ._plateau import plateau as plateau
 from ._primitives import Constant as Constant
 from ._primitives import Cosine as Cosine
 from ._primitives import Exponential as Exponential
@@ -85,6 +90,8 @@ __all__ = [
     "Multistep",
     "OneMinusSqrt",
     "Piecewise",
+    "Plateau",
+    "PlateauState",
     "Polynomial",
     "Power",
     "Product",
@@ -97,6 +104,7 @@ __all__ = [
     "SpecError",
     "Step",
     "Warmup",
+    "apply_reduction",
     "clamp",
     "constant",
     "cosine",
@@ -106,6 +114,7 @@ __all__ = [
     "cyclic",
     "exponential",
     "exponential_ramp",
+    "find_plateau",
     "from_epochs",
     "from_samples",
     "from_tokens",
@@ -117,6 +126,7 @@ __all__ = [
     "one_minus_sqrt",
     "parse",
     "piecewise",
+    "plateau",
     "polynomial",
     "power",
     "presets",

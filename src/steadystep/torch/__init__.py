@@ -37,6 +37,8 @@ _EXPORTS: dict[str, str] = {
     # checkpointing (issue 9)
     "save_checkpoint": "._checkpoint",
     "load_checkpoint": "._checkpoint",
+    # reduce on plateau, loss-aware skipping (issue 14)
+    "PlateauScheduler": "._plateau_scheduler",
 }
 
 __all__ = sorted(_EXPORTS)

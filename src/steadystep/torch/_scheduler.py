@@ -41,7 +41,8 @@ import torch
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LRScheduler
 
-from ..schedules import Schedule, SpecError, parse
+from ..schedules import PlateauState, Schedule, SpecError, parse
+from ._plateau import MetricFeed
 
 __all__ = ["Scheduler"]
 
@@ -126,6 +127,11 @@ class Scheduler(LRScheduler):
             ``optimizer.step`` (or a captured CUDA graph) does not recompile when the value
             changes. Torch accepts tensor ``lr`` (and Adam's betas); eager CUDA Adam needs
             ``capturable=True`` or ``fused=True`` for a tensor LR.
+        process_group: averages the metrics passed to ``step(metric)`` over this
+            ``torch.distributed`` group (one all-reduce per evaluation), so that ranks that
+            measured different local metrics take the same plateau decision. Leave it None
+            when the metric is already the same on every rank (Lightning's
+            ``self.log(..., sync_dist=True)``, the HF Trainer's gathered evaluation metrics).
 
     After construction each group's value is ``schedule(0)``; after ``k`` updates and a
     ``step()`` call it is ``schedule(k)``. Call ``step()`` after ``optimizer.step()`` (or
@@ -166,6 +172,7 @@ class Scheduler(LRScheduler):
         param: str = "lr",
         relative: bool = False,
         tensor: bool = False,
+        process_group: Any = None,
     ) -> None:
         if not isinstance(optimizer, Optimizer):
             raise TypeError(
@@ -183,6 +190,8 @@ class Scheduler(LRScheduler):
         self.schedules: list[Schedule | None] = _per_group(schedule, groups)
         self.relative = relative
         self.tensor = tensor
+        self._metrics = MetricFeed(self.schedules, process_group)
+        self._live = list(self.schedules)  # the schedules with their applied reductions
         #: each group's value at construction (the multipliers' base with ``relative=True``)
         self.base_lrs: list[float | torch.Tensor] = [
             _as_float(self._get(g), i) for i, g in enumerate(groups)
@@ -206,26 +215,50 @@ class Scheduler(LRScheduler):
         self._apply()
 
     # -- the interface training tools call ------------------------------------------------------
-    def step(self, epoch: None = None) -> None:  # type: ignore[override]
+    def step(self, metric: Any = None, epoch: None = None) -> None:  # type: ignore[override]
         """Apply the optimizer updates made since the last call: ``value = schedule(step)``.
 
         A call that follows no real update (skipped by ``GradScaler``, or in the middle of
         gradient accumulation) changes nothing.
+
+        ``step(metric)`` (torch ``ReduceLROnPlateau``'s convention, which Lightning and the
+        Hugging Face Trainer call after an evaluation) also feeds ``metric`` (a number or a
+        one-element tensor: one host sync) to the schedules' :func:`steadystep.plateau`; it
+        counts as an evaluation, not an update. With ``process_group`` the metric is first
+        averaged over that group, so every rank takes the same decision.
         """
         if epoch is not None:
             raise TypeError(
                 "Scheduler.step() takes no step number: it counts the optimizer's updates. "
                 f"Received: epoch={epoch!r}. To jump to a step, assign `scheduler.last_epoch`."
             )
+        if metric is not None:
+            self._metrics.check_fed(metric)
         self._step_count += 1
         counter = self._counter
         new = (counter.settle() if counter.pending else counter.updates) - self._seen
         if new:
             self._seen += new
             self._step += new
-            if new > 1 and not self._warned:
+            if new > 1 and not self._warned and metric is None:
                 self._warn_sparse(new)
             self._apply()
+        if metric is not None:
+            live = self._metrics.feed(metric, self._live, self._step, self._bases)
+            if live != self._live:
+                self._live = live
+                self._block_start = _STALE
+                self._apply()
+
+    @property
+    def plateau_state(self) -> PlateauState | None:
+        """The plateau controller's state (None without a plateau); read-only."""
+        return self._metrics.state
+
+    @property
+    def reductions(self) -> list[int | None]:
+        """Reductions applied so far, per group (None for a group without a plateau)."""
+        return list(self._metrics.reductions)
 
     def get_last_lr(self) -> list[Any]:
         """Each group's current value (tensors are copies, as in torch)."""
@@ -258,6 +291,7 @@ class Scheduler(LRScheduler):
             "relative": self.relative,
             "schedules": [None if s is None else repr(s) for s in self.schedules],
             "bases": None if self._bases is None else list(self._bases),
+            **({} if self._metrics.rule is None else {"plateau": self._metrics.state_dict()}),
         }
 
     def load_state_dict(
@@ -301,6 +335,9 @@ class Scheduler(LRScheduler):
             )
         if not schedule_changed_ok:
             self._check_same_schedules(saved)
+        metrics = self._metrics.parse(
+            state_dict.get("plateau"), self.schedules, schedule_changed_ok
+        )
         bases = state_dict.get("bases")
         if self.relative:
             if not (isinstance(bases, list) and len(bases) == len(self.schedules)):
@@ -310,6 +347,9 @@ class Scheduler(LRScheduler):
                 raise ValueError(f'state_dict["bases"] must be finite numbers: {bases!r}')
             self._bases = loaded
             self._block_start = _STALE
+        self._metrics.commit(metrics)
+        self._live = self._metrics.live(self.schedules)
+        self._block_start = _STALE
         self._step = step
         self._seen = self._counter.settle()
         self._apply()
@@ -373,7 +413,7 @@ class Scheduler(LRScheduler):
     def _fill_blocks(self, start: int) -> None:
         cache: dict[Any, Any] = {}
         blocks: list[Any] = []
-        for i, s in enumerate(self.schedules):
+        for i, s in enumerate(self._live):
             if s is None:
                 blocks.append(None)
                 continue
