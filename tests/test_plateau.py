@@ -340,7 +340,18 @@ WORKER = textwrap.dedent(
     for m in local:
         s.step(m if rank else torch.tensor(m))
         lrs.append(opt.param_groups[0]["lr"])
-    print("RESULT" + json.dumps({"lrs": lrs, "state": s.plateau_state.to_dict()}), flush=True)
+    # loss-aware skipping: a bad batch on rank 1 only skips the update on both ranks
+    w = torch.nn.Parameter(torch.ones(2))
+    sgd = torch.optim.SGD([w], lr=0.1)
+    guard = ss.torch.LossSpikeSkip([w], signal="loss", window=8, min_history=3, optimizer=sgd,
+                                   process_group=dist.group.WORLD)
+    skipped = []
+    for i, loss in enumerate([1.0, 1.1, 0.9, 1.0, 40.0 if rank else 1.0, 1.0]):
+        w.grad = torch.ones(2)
+        skipped.append(bool(guard.check(torch.tensor(loss))))
+        sgd.step()
+    out = {"lrs": lrs, "state": s.plateau_state.to_dict(), "skipped": skipped, "w": w.tolist()}
+    print("RESULT" + json.dumps(out), flush=True)
     dist.barrier()
     dist.destroy_process_group()
     sys.stdout.flush()
@@ -349,7 +360,7 @@ WORKER = textwrap.dedent(
 )
 
 
-def test_two_ranks_reduce_the_same(
+def test_two_ranks_decide_the_same(
     tmp_path: Path, spawn: Callable[..., subprocess.Popen[str]]
 ) -> None:
     if not torch.distributed.is_available():  # pragma: no cover
@@ -381,3 +392,4 @@ def test_two_ranks_reduce_the_same(
         expected.append(opt.param_groups[0]["lr"])
     assert results[0]["lrs"] == expected
     assert expected[-1] < 0.1  # the mean plateaus, so it reduced (rank 1 alone would not have)
+    assert results[0]["skipped"] == [False] * 4 + [True, False]

@@ -26,9 +26,13 @@ from ._rules import spike_step as spike_step
 from ._rules import unitwise_norm as unitwise_norm
 from ._rules import zclip_init as zclip_init
 from ._rules import zclip_step as zclip_step
+from ._skip import SkipState as SkipState
+from ._skip import skip_init as skip_init
+from ._skip import skip_step as skip_step
 
 __all__ = [
     "NormHistory",
+    "SkipState",
     "ZClipState",
     "adaptive_grad_clip",
     "agc_scale",
@@ -42,6 +46,8 @@ __all__ = [
     "history_mean_std",
     "history_percentile",
     "history_push",
+    "skip_init",
+    "skip_step",
     "spike_init",
     "spike_step",
     "unitwise_norm",

@@ -39,6 +39,7 @@ _EXPORTS: dict[str, str] = {
     "load_checkpoint": "._checkpoint",
     # reduce on plateau, loss-aware skipping (issue 14)
     "PlateauScheduler": "._plateau_scheduler",
+    "LossSpikeSkip": "._loss_skip",
 }
 
 __all__ = sorted(_EXPORTS)
