@@ -25,6 +25,7 @@ from ..schedules import (
     FromEpochs,
     Linear,
     Piecewise,
+    Plateau,
     Polynomial,
     Power,
     Repeat,
@@ -40,6 +41,7 @@ __all__ = [
     "InverseTimeDecay",
     "PiecewiseConstantDecay",
     "PolynomialDecay",
+    "ReduceLROnPlateau",
 ]
 
 
@@ -203,3 +205,51 @@ def CosineDecayRestarts(
         raise u.fail("alpha", "in [0, 1)", alpha)
     body = Repeat(Cosine(lr * (1.0 - a), 0.0, steps), decay=m, stretch=t)
     return Shift(body, lr * a) if a else body
+
+
+def ReduceLROnPlateau(
+    lr: float,
+    monitor: str = "val_loss",
+    factor: float = 0.1,
+    patience: int = 10,
+    mode: str = "auto",
+    min_delta: float = 1e-4,
+    cooldown: int = 0,
+    min_lr: float = 0.0,
+) -> Plateau:
+    """Keras's ``ReduceLROnPlateau`` callback rule on a constant ``lr``, as a plateau schedule.
+
+    Keras's semantics, which differ from torch's: the cooldown counts down before the
+    comparison, the first metric always improves (``best`` starts unset), an improvement is
+    ``metric < best - min_delta`` (``> best + min_delta`` in max mode), the LR is reduced after
+    ``patience`` bad epochs (torch: after more than ``patience``), only while it is above
+    ``min_lr``, and the wait and cooldown restart only when it was. ``mode="auto"`` is
+    ``"min"`` for a monitor named ``loss``/``val_loss`` and must be given otherwise (Keras reads
+    it from the compiled metric). Drive it from ``model.fit`` with
+    :class:`steadystep.keras.PlateauCallback`.
+
+    >>> ReduceLROnPlateau(1e-3, patience=2).semantics
+    'keras'
+    """
+    if not isinstance(monitor, str):
+        raise TypeError(f"Argument `monitor` must be a metric name. Received: monitor={monitor!r}")
+    u.choice("mode", mode, ("auto", "min", "max"))
+    if mode == "auto":
+        if monitor.removeprefix("val_") != "loss":
+            raise ValueError(
+                "Argument `mode` must be 'min' or 'max' for a monitor other than a loss (Keras "
+                f"infers it from the compiled metric). Received: mode='auto', monitor={monitor!r}"
+            )
+        mode = "min"
+    return Plateau(
+        Constant(u.positive("lr", lr)),
+        factor=factor,
+        patience=patience,
+        mode=mode,
+        threshold=abs(u.number("min_delta", min_delta)),
+        threshold_mode="abs",
+        cooldown=cooldown,
+        min_lr=min_lr,
+        eps=0.0,
+        semantics="keras",
+    )

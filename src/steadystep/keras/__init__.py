@@ -53,6 +53,7 @@ except ImportError as exc:  # pragma: no cover - exercised in a subprocess witho
         "(pip install 'steadystep[keras,jax]')."
     ) from exc
 
+from ._plateau import PlateauCallback as PlateauCallback  # noqa: E402
 from ._schedule import KerasSchedule as KerasSchedule  # noqa: E402
 
-__all__ = ["KerasSchedule"]
+__all__ = ["KerasSchedule", "PlateauCallback"]

@@ -32,13 +32,24 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
 from .. import _check as check
 from ._base import Array, Namespace, Schedule
 
 MODES = ("min", "max")
+SEMANTICS = ("torch", "keras")
 THRESHOLD_MODES = ("rel", "abs")
 #: the options that decide *when* to reduce (shared by every group of one scheduler)
-RULE_FIELDS = ("patience", "mode", "threshold", "threshold_mode", "cooldown", "ignore_first")
+RULE_FIELDS = (
+    "patience",
+    "mode",
+    "threshold",
+    "threshold_mode",
+    "cooldown",
+    "ignore_first",
+    "semantics",
+)
 
 
 def _set(obj: Any, name: str, value: Any) -> None:
@@ -128,6 +139,7 @@ class Plateau(Schedule, spec_name="plateau"):
     min_lr: float = 0.0
     eps: float = 1e-8
     ignore_first: int = 0
+    semantics: str = "torch"
     reductions: int = 0
     positional = ("schedule",)
 
@@ -157,6 +169,12 @@ class Plateau(Schedule, spec_name="plateau"):
         _set(self, "min_lr", float(check.nonnegative("min_lr", self.min_lr)))
         _set(self, "eps", float(check.nonnegative("eps", self.eps)))
         _set(self, "ignore_first", check.integer("ignore_first", self.ignore_first))
+        _set(self, "semantics", check.choice("semantics", self.semantics, SEMANTICS))
+        if self.semantics == "keras" and self.threshold_mode != "abs":
+            raise ValueError(
+                "Keras's rule compares with an absolute `min_delta`: semantics='keras' needs "
+                f"threshold_mode='abs'. Received: threshold_mode={self.threshold_mode!r}"
+            )
         _set(self, "reductions", check.integer("reductions", self.reductions))
 
     @property
@@ -189,8 +207,36 @@ class Plateau(Schedule, spec_name="plateau"):
             return metric > best * (self.threshold + 1.0)
         return metric > best + self.threshold
 
+    def _keras_update(self, state: PlateauState, current: float) -> tuple[PlateauState, bool]:
+        # keras/src/callbacks/reduce_lr_on_plateau.py: cooldown first, the first metric always
+        # improves, and the wait only resets when a reduction really happened (settle())
+        best, bad, cooldown = state.best, state.num_bad_epochs, state.cooldown_counter
+        if cooldown > 0:
+            cooldown, bad = cooldown - 1, 0
+        reduce = False
+        if state.evaluations == self.ignore_first or self.is_better(current, best):
+            best, bad = current, 0
+        elif cooldown == 0:
+            bad += 1
+            reduce = bad >= self.patience
+        new = PlateauState(best, bad, cooldown, state.evaluations + 1, state.triggered + reduce)
+        return new, reduce
+
+    def settle(self, state: PlateauState, applied: bool) -> PlateauState:
+        """The state after a triggered reduction was applied (``applied``) or not, anywhere.
+
+        torch restarts the count and the cooldown either way (done in :meth:`update`); Keras
+        only when an LR really changed.
+        """
+        if self.semantics == "keras" and applied:
+            return dataclasses.replace(state, num_bad_epochs=0, cooldown_counter=self.cooldown)
+        return state
+
     def update(self, state: PlateauState, metric: Any) -> tuple[PlateauState, bool]:
-        """Feed one metric: the new state and whether a reduction was triggered."""
+        """Feed one metric: the new state and whether a reduction was triggered.
+
+        Then apply it (:func:`apply_reduction`) and pass the outcome to :meth:`settle`.
+        """
         if not isinstance(state, PlateauState):
             raise TypeError(
                 f"Argument `state` must be a PlateauState. Received: {type(state).__name__}"
@@ -199,6 +245,8 @@ class Plateau(Schedule, spec_name="plateau"):
         if state.evaluations < self.ignore_first:  # e.g. timm's: metrics during warmup
             return dataclasses.replace(state, evaluations=state.evaluations + 1), False
         best, bad, cooldown = state.best, state.num_bad_epochs, state.cooldown_counter
+        if self.semantics == "keras":
+            return self._keras_update(state, current)
         if self.is_better(current, best):
             best, bad = current, 0
         else:
@@ -231,8 +279,12 @@ def plateau(
     min_lr: float = 0.0,
     eps: float = 1e-8,
     ignore_first: int = 0,
+    semantics: str = "torch",
 ) -> Plateau:
     """Reduce ``schedule`` by ``factor`` when the metric plateaus (torch's defaults).
+
+    ``semantics="keras"`` follows Keras's ``ReduceLROnPlateau`` callback instead (see
+    :func:`steadystep.compat.keras.ReduceLROnPlateau`).
 
     >>> plateau(constant(1e-3), factor=0.5, patience=2)
     plateau(constant(value=0.001), factor=0.5, patience=2)
@@ -248,6 +300,7 @@ def plateau(
         min_lr,
         eps,
         ignore_first,
+        semantics,
     )
 
 
@@ -329,4 +382,6 @@ def apply_reduction(s: Schedule, step: int, scale: float = 1.0) -> Schedule:
         return s
     candidate = with_reductions(s, p.reductions + 1)
     old, new = s(step) * scale, candidate(step) * scale
+    if p.semantics == "keras":  # Keras: reduce while the LR is above float32(min_lr)
+        return candidate if old > float(np.float32(p.min_lr)) and new < old else s
     return candidate if old - new > p.eps else s

@@ -55,6 +55,7 @@ class MetricFeed:
                 out[g] = apply_reduction(s, step, 1.0 if scales is None else scales[g])
                 p = find_plateau(out[g])
                 self.reductions[g] = None if p is None else p.reductions
+        self.state = self.rule.settle(self.state, out != live)
         return out
 
     def _reduce(self, metric: Any) -> float:
