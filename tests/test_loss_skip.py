@@ -163,3 +163,29 @@ def test_bad_input() -> None:
     other = LossSpikeSkip([w], signal="norm", window=4)
     with pytest.raises(ValueError, match="different LossSpikeSkip"):
         other.load_state_dict(guard.state_dict())
+
+
+def test_optax_matches_torch_decisions() -> None:
+    jax = pytest.importorskip("jax")
+    optax = pytest.importorskip("optax")
+    import jax.numpy as jnp
+
+    import steadystep.jax as ssj
+
+    for signal in ("loss", "norm", "either", "both"):
+        opt = ssj.loss_spike_skip(optax.adam(0.1), signal=signal, window=8, min_history=3)
+        state = opt.init(jnp.ones(3))
+        update = jax.jit(opt.update)
+        w = torch.nn.Parameter(torch.ones(3))
+        guard = LossSpikeSkip([w], signal=signal, window=8, min_history=3)
+        norms = [0.5, 0.55, 0.45, 0.5, 0.5, 9.0, 0.5, math.inf, 0.5]
+        for loss, g in zip([*LOSSES[:5], 1.0, *LOSSES[6:]], norms, strict=True):
+            grads = jnp.full(3, g / math.sqrt(3), jnp.float32)
+            u, new = update(grads, state, loss=jnp.float32(loss))
+            w.grad = torch.full((3,), g / math.sqrt(3))
+            skipped = bool(guard.check(torch.tensor(loss)))
+            assert skipped == bool(new.skipped - state.skipped), (signal, loss, g)
+            if skipped:  # a skipped update is zero and leaves Adam's state alone
+                assert float(jnp.abs(u).max()) == 0.0
+                assert int(new.inner_state[0].count) == int(state.inner_state[0].count)
+            state = new

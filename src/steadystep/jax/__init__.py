@@ -32,6 +32,8 @@ from ._clip import autoclip as autoclip
 from ._clip import clip_by_global_norm as clip_by_global_norm
 from ._clip import spike_skip as spike_skip
 from ._clip import zclip as zclip
+from ._loss_skip import LossSpikeSkipState as LossSpikeSkipState
+from ._loss_skip import loss_spike_skip as loss_spike_skip
 from ._optax import ScheduleState as ScheduleState
 from ._optax import as_optax as as_optax
 from ._optax import get_learning_rate as get_learning_rate
@@ -42,6 +44,7 @@ from ._step import evaluate as evaluate
 from ._step import step_count as step_count
 
 __all__ = [
+    "LossSpikeSkipState",
     "ScheduleState",
     "SpikeSkipState",
     "StepCount",
@@ -51,6 +54,7 @@ __all__ = [
     "clip_by_global_norm",
     "evaluate",
     "get_learning_rate",
+    "loss_spike_skip",
     "scale_by_learning_rate",
     "spike_skip",
     "stateful",
