@@ -92,28 +92,13 @@ def _train(
     w = torch.nn.Parameter(torch.ones(3))
     opt = torch.optim.Adam([w], lr=0.1, fused=fused)
     sched = Scheduler(opt, ss.cosine(0.1, 0.0, steps=20))
-    guard = LossSpikeSkip(
-        [w],
-        signal="loss",
-        window=8,
-        min_history=3,
-        optimizer=opt,
-        scheduler=sched,
-        advance_schedule=advance,
-    )
+    kw = dict(signal="loss", window=8, min_history=3, optimizer=opt, scheduler=sched)
+    guard = LossSpikeSkip([w], advance_schedule=advance, **kw)
     skipped = []
     for i, loss in enumerate(losses):
-        if cut is not None and i == cut:
+        if cut is not None and i == cut:  # a fresh guard from the saved state
             state = guard.state_dict()
-            guard = LossSpikeSkip(
-                [w],
-                signal="loss",
-                window=8,
-                min_history=3,
-                optimizer=opt,
-                scheduler=sched,
-                advance_schedule=advance,
-            )
+            guard = LossSpikeSkip([w], advance_schedule=advance, **kw)
             guard.load_state_dict(state)
         w.grad = torch.full((3,), 0.5)
         skipped.append(bool(guard.check(torch.tensor(loss))))

@@ -13,8 +13,13 @@ from typing import Any
 import torch
 
 from ..schedules import Plateau, PlateauState, Schedule
-from ..schedules._plateau import RULE_FIELDS, apply_reduction, find_plateau, metric_value
-from ..schedules._plateau import with_reductions as with_reductions
+from ..schedules._plateau import (
+    RULE_FIELDS,
+    apply_reduction,
+    find_plateau,
+    metric_value,
+    with_reductions,
+)
 
 __all__ = ["MetricFeed"]
 
