@@ -444,3 +444,16 @@ def test_unfrozen_layer_joins_through_the_clippers() -> None:
     torch.testing.assert_close(zclip.clip().double(), ref, rtol=1e-6, atol=0)
     torch.nn.utils.clip_grads_with_norm_(twin.parameters(), zclip.last.threshold, ref)
     _assert_same(twin, mine)
+
+
+def test_a_gradient_that_cannot_live_in_the_buffer_costs_no_new_layout() -> None:
+    params = [torch.nn.Parameter(torch.ones(3)) for _ in range(3)]
+    buf = sst.contiguous_grads(params)
+    for p in params:
+        p.grad = torch.ones(3)
+    params[0].grad.data = torch.ones(3, dtype=torch.float64)
+    torch.testing.assert_close(sst.clip_grad_norm_(buf, 1e9), torch.tensor(3.0))
+    first = buf.buffers[0]
+    for _ in range(2):
+        torch.testing.assert_close(sst.clip_grad_norm_(buf, 1e9), torch.tensor(3.0))
+    assert buf.buffers[0] is first
