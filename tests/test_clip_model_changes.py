@@ -457,3 +457,19 @@ def test_a_gradient_that_cannot_live_in_the_buffer_costs_no_new_layout() -> None
     for _ in range(2):
         torch.testing.assert_close(sst.clip_grad_norm_(buf, 1e9), torch.tensor(3.0))
     assert buf.buffers[0] is first
+
+
+def test_layout_plan_checks_only_the_gradients_in_runs() -> None:
+    """A gradient outside every run (here a transposed one; a sparse one has no address) is
+    read as it is, not checked against the plan."""
+    dense = [torch.nn.Parameter(torch.zeros(3)) for _ in range(2)]
+    other = torch.nn.Parameter(torch.zeros(2, 2))
+    base = torch.ones(6)
+    for i, p in enumerate(dense):
+        p.grad = base[3 * i : 3 * i + 3]
+    other.grad = torch.ones(2, 2).t()
+    params = [*dense, other]
+    for _ in range(2):  # detected, then from the cache
+        torch.testing.assert_close(sst.clip_grad_norm_(params, 1e9), torch.tensor(math.sqrt(10.0)))
+    dense[0].grad.data = torch.full((3,), 2.0)
+    torch.testing.assert_close(sst.clip_grad_norm_(params, 1e9), torch.tensor(math.sqrt(19.0)))

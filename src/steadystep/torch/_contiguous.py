@@ -10,11 +10,12 @@ Two pieces:
 * :func:`flat_plan` finds, for a list of gradients, the runs that already sit
   back to back in one storage (whoever put them there: :func:`contiguous_grads`,
   DDP buckets, FSDP, a user's own buffer) and returns one flat view per run.
-  The answer is cached on the identity of the gradient objects.
+  The answer is cached on the identity of the gradient objects and their addresses.
 * :func:`contiguous_grads` makes it so: it allocates one buffer per
   (device, dtype), points every ``param.grad`` at a view of it, and keeps it so
   across ``optimizer.zero_grad(set_to_none=True)`` with a post-accumulate-grad hook
-  that copies a freshly allocated gradient back into its view.
+  that copies a freshly allocated gradient back into its view, and checks on every
+  clipping call that it still holds every gradient (see :class:`GradBuffer`).
 """
 
 from __future__ import annotations
@@ -40,12 +41,12 @@ _GRAD = torch._C.TensorBase.grad.__get__
 _PTR = torch._C.TensorBase.data_ptr
 
 _CACHE_SIZE = 4
-# entries: (ids of the grads, weak references to them, their data pointers, flat views,
-# indices of the other grads). Only weak references: a cached plan never keeps a gradient
-# alive, so equal ids with every reference alive mean the very same tensor objects; equal
-# data pointers mean the same memory (the flat views keep the storages they read alive, so
-# no other tensor can have been given their addresses).
-_cache: list[tuple[tuple[int, ...], list[Any], list[int], list[Tensor], list[int]]] = []
+# entries: (ids of the grads, weak references to them, indices of the grads in runs, their
+# data pointers, flat views, indices of the other grads). Only weak references: a cached
+# plan never keeps a gradient alive, so equal ids with every reference alive mean the very
+# same tensor objects; equal data pointers mean the same memory (the flat views keep the
+# storages they read alive, so no other tensor can have been given their addresses).
+_cache: list[tuple[tuple[int, ...], list[Any], list[int], list[int], list[Tensor], list[int]]] = []
 
 
 def _detect(grads: list[Tensor]) -> tuple[list[Tensor], list[int]]:
@@ -96,15 +97,17 @@ def flat_plan(grads: list[Tensor]) -> tuple[list[Tensor], list[Tensor]]:
     detected again).
     """
     key = tuple(map(id, grads))
-    ptrs: list[int] | None = None
-    for entry_key, refs, entry_ptrs, flats, others in _cache:
-        if entry_key == key and all(r() is not None for r in refs):
-            ptrs = list(map(_PTR, grads)) if ptrs is None else ptrs
-            if ptrs == entry_ptrs:
-                return flats, [grads[i] for i in others]
+    for entry_key, refs, in_runs, ptrs, flats, others in _cache:
+        if (
+            entry_key == key
+            and all(r() is not None for r in refs)
+            and list(map(_PTR, map(grads.__getitem__, in_runs))) == ptrs
+        ):
+            return flats, [grads[i] for i in others]
     flats, others = _detect(grads)
-    ptrs = list(map(_PTR, grads)) if ptrs is None else ptrs
-    _cache.insert(0, (key, [weakref.ref(g) for g in grads], ptrs, flats, others))
+    in_runs = sorted(set(range(len(grads))).difference(others))
+    ptrs = list(map(_PTR, map(grads.__getitem__, in_runs)))
+    _cache.insert(0, (key, [weakref.ref(g) for g in grads], in_runs, ptrs, flats, others))
     del _cache[_CACHE_SIZE:]
     return flats, [grads[i] for i in others]
 
