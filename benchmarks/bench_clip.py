@@ -220,11 +220,13 @@ def main() -> None:
             params[0].sum().backward()  # the buffer's hook copies it in, marks a check due
 
         _compare("many-small-checked", params, True, device, args.repeat, buf, fresh_grad)
-        _compare_fold("many-small-fold", params, args.repeat, buf)
-        _compare_steps("many-small-step", params, buf, args.repeat)
-        buf.remove()
+        buf.remove()  # one buffer per parameter: the same gradients, checks left out
         trusted = sst.contiguous_grads(params, verify=False)
         _compare("many-small-unverified", params, True, device, args.repeat, trusted)
+        trusted.remove()
+        buf = sst.contiguous_grads(params)
+        _compare_fold("many-small-fold", params, args.repeat, buf)
+        _compare_steps("many-small-step", params, buf, args.repeat)
 
 
 if __name__ == "__main__":
