@@ -167,7 +167,7 @@ class GradBuffer:
     refuse with a ``ValueError``; ``to("meta")`` and ``to_empty()`` make new parameters
     without telling anyone, so build the buffer (like the optimizer) after them.
 
-    The check reads every ``.grad`` once (about 0.3 us a parameter on CPU);
+    The check reads every ``.grad`` once (a few tenths of a microsecond a parameter);
     ``verify=False`` skips it for a model that is never changed between clips (then only
     the hook and 16 sentinel gradients watch, and :meth:`check` must be called after any
     change by hand).
@@ -347,9 +347,8 @@ class GradBuffer:
         pointed elsewhere (a cast). With ``verify=True`` every clipping call does this
         when needed.
         """
-        if not self._tree_holds():
-            assert self._module is not None
-            self._adopt(self._module.parameters())
+        if self._module is not None and not self._tree_holds():
+            self._adopt(self._module.parameters())  # built from the model: follow it
             return
         if self._replaced is not None:
             raise ValueError(
