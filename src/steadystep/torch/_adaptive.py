@@ -220,7 +220,8 @@ class AGC(_Clipper):
             gs, total, math.inf, nonfinite=self.nonfinite, optimizer=self.optimizer
         )
         smallest = torch.ones((), dtype=torch.float32, device=total.device)
-        for p in self.params:
+        # a GradBuffer built from a module follows its parameters: take today's
+        for p in as_parameters(self._source):
             g = p.grad
             if g is None:
                 continue

@@ -61,8 +61,8 @@ def as_parameters(parameters: Any) -> list[Tensor]:
     :class:`GradBuffer`."""
     if isinstance(parameters, Tensor):
         return [parameters]
-    if isinstance(parameters, GradBuffer):
-        return list(parameters.parameters)
+    if isinstance(parameters, GradBuffer):  # all it was built from, frozen ones included
+        return list(parameters._given)
     if isinstance(parameters, (str, bytes, dict)) or not isinstance(parameters, Iterable):
         raise TypeError(
             "Argument `parameters` must be a tensor or an iterable of tensors (e.g. "
@@ -189,6 +189,7 @@ class GradSet:
             self.counted = list(buffer.buffers)
             self.empty = not buffer.has_grads
             self.device = self.counted[0].device if self.counted else None
+            self._refuse_meta()
             return
         grads = collect_grads(params)
         plain, self.dtensors = _dist.split_dtensors(grads)
@@ -206,6 +207,9 @@ class GradSet:
             self.counted = plain
         self.empty = not grads
         self.device = grads[0].device if grads else (params[0].device if params else None)
+        self._refuse_meta()
+
+    def _refuse_meta(self) -> None:
         if self.device is not None and self.device.type == "meta":
             raise ValueError(
                 "Argument `parameters` has gradients on the 'meta' device, which hold no "
@@ -279,8 +283,10 @@ class GradSet:
 
 def grad_set(parameters: Any, duplicates: Iterable[Tensor] = ()) -> GradSet:
     """:class:`GradSet` of ``parameters``: a :class:`GradBuffer` is read as its flat buffers."""
+    # flat_grads() checks the buffer against the gradients (and refuses a replaced
+    # parameter); None: a gradient that cannot live in it, read them one by one
     buffer = parameters if isinstance(parameters, GradBuffer) else None
-    if buffer is not None and not duplicates and buffer.flat_grads() is not None:
+    if buffer is not None and buffer.flat_grads() is not None and not duplicates:
         return GradSet(buffer.parameters, buffer=buffer)
     return GradSet(as_parameters(parameters), duplicates)
 
