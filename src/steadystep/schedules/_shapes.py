@@ -548,6 +548,146 @@ class TimmNoise(Schedule, spec_name="timm_noise"):
         return flat.reshape(v.shape)
 
 
+FUNCTION_KINDS = ("value", "product", "cycle")
+_CHECKPOINT = 1024  # steps between cached running products of a "product" function
+
+
+def _callable_name(fn: Any) -> str:
+    module = getattr(fn, "__module__", None) or type(fn).__module__
+    name = getattr(fn, "__qualname__", None) or type(fn).__qualname__
+    return f"{module}.{name}"
+
+
+@dataclass(frozen=True, repr=False)
+class PythonFunction(Schedule, spec_name="python_function"):
+    """A schedule made of a Python callable ``fn`` of the step (torch's ``LambdaLR``,
+    ``MultiplicativeLR``, ``CyclicLR(scale_fn=...)``), evaluated on the host:
+
+    - ``"value"``: ``scale * fn(t)``;
+    - ``"product"``: ``scale * fn(1) * fn(2) * ... * fn(t)``, multiplied left to right as torch
+      does, from running products cached every 1024 steps (each use re-calls ``fn`` at the
+      cached step and raises if it changed: ``fn`` must be a function of the step alone);
+    - ``"cycle"``: ``scale * fn(floor(1 + t / period))`` (``CyclicLR``'s ``scale_mode="cycle"``).
+
+    A callable is not spec text: ``repr`` names it (``name``) and records its first values
+    (``probe``) so that a resumed run can check it was rebuilt with the same function, but the
+    text alone cannot evaluate (``fn`` is None after :func:`steadystep.parse`).
+
+    >>> s = python_function(lambda t: 0.5**t, "product", scale=2.0)
+    >>> s(0), s(1), s(3)
+    (2.0, 1.0, 0.0078125)
+    """
+
+    fn: Any
+    kind: str = "value"
+    scale: float = 1.0
+    period: float = 1.0
+    name: str = ""
+    probe: tuple[float, ...] = ()
+    positional = ("fn", "kind")
+
+    def __post_init__(self) -> None:
+        check.choice("kind", self.kind, FUNCTION_KINDS)
+        _set(self, "scale", check.number("scale", self.scale))
+        _set(self, "period", check.positive("period", self.period))
+        if self.fn is None:  # rebuilt from spec text: an identity for comparison only
+            _set(self, "probe", check.numbers_tuple("probe", self.probe))
+            if not isinstance(self.name, str):
+                raise TypeError(f"Argument `name` must be a string. Received: name={self.name!r}")
+            return
+        if not callable(self.fn):
+            raise TypeError(
+                f"Argument `fn` must be a callable of the step. Received: fn={self.fn!r}"
+            )
+        _set(self, "name", self.name or _callable_name(self.fn))
+        first = 1 if self.kind != "value" else 0
+        _set(self, "probe", tuple(self._call(k) for k in range(first, first + 4)))
+        _set(self, "_cache", ([self.scale], [1.0]))  # running products, factor at each
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, PythonFunction):
+            return NotImplemented
+        return (self.kind, self.scale, self.period, self.name, self.probe) == (
+            other.kind,
+            other.scale,
+            other.period,
+            other.name,
+            other.probe,
+        )
+
+    def __hash__(self) -> int:
+        return hash((self.kind, self.scale, self.period, self.name, self.probe))
+
+    def to_dict(self) -> dict[str, Any]:
+        out = super().to_dict()
+        out["fn"] = None
+        return out
+
+    def __repr__(self) -> str:
+        fields = f"kind={self.kind!r}, scale={self.scale!r}, period={self.period!r}"
+        return f"python_function(None, {fields}, name={self.name!r}, probe={list(self.probe)!r})"
+
+    def _call(self, step: int) -> float:
+        value = self.fn(step)
+        try:
+            out = float(value)
+        except (TypeError, ValueError):
+            raise TypeError(
+                f"{self.name}({step}) must return a number. Received: {value!r}"
+            ) from None
+        if not math.isfinite(out):
+            raise ValueError(f"{self.name}({step}) must return a finite number. Received: {out!r}")
+        return out
+
+    def _product(self, steps: list[int]) -> dict[int, float]:
+        """``scale * fn(1) * ... * fn(t)`` for each ``t`` in ``steps`` (sorted, unique)."""
+        products, factors = self._cache  # type: ignore[attr-defined]
+        out: dict[int, float] = {}
+        at, p = -1, 0.0
+        for t in steps:
+            c = t // _CHECKPOINT
+            if not (0 <= at <= t and at // _CHECKPOINT == c):
+                while len(products) <= c:  # extend the cache to checkpoint c, once
+                    q, start = products[-1], (len(products) - 1) * _CHECKPOINT
+                    for k in range(start + 1, start + _CHECKPOINT + 1):
+                        q = q * self._call(k)
+                    products.append(q)
+                    factors.append(self._call(start + _CHECKPOINT))
+                if c and self._call(c * _CHECKPOINT) != factors[c]:
+                    raise ValueError(
+                        f"{self.name} gave a different value at step {c * _CHECKPOINT} than "
+                        "before: a multiplicative schedule needs a function of the step alone"
+                    )
+                at, p = c * _CHECKPOINT, products[c]
+            for k in range(at + 1, t + 1):
+                p = p * self._call(k)
+            at = t
+            out[t] = p
+        return out
+
+    def _eval(self, t: Array, xp: Namespace) -> Array:
+        if self.fn is None:
+            raise ValueError(
+                f"This python_function schedule ({self.name}) was read from text and has no "
+                "callable: rebuild it from the function (e.g. compat.torch.LambdaLR(lr, fn))"
+            )
+        if not is_numpy(xp):
+            raise TypeError(
+                f"A schedule made of a Python callable ({self.name}) is evaluated on the host: "
+                "call it at Python or NumPy steps, not at a torch or JAX array"
+            )
+        steps = np.asarray(t, dtype=np.float64)
+        unique = sorted({int(v) for v in steps.reshape(-1)})
+        if self.kind == "product":
+            values = self._product(unique)
+        elif self.kind == "cycle":
+            values = {v: self.scale * self._call(math.floor(1 + v / self.period)) for v in unique}
+        else:
+            values = {v: self.scale * self._call(v) for v in unique}
+        flat = np.array([values[int(v)] for v in steps.reshape(-1)], dtype=np.float64)
+        return flat.reshape(steps.shape)
+
+
 cosine_wave = CosineWave
 cosine_restarts = CosineRestarts
 shift = Shift
@@ -559,6 +699,7 @@ radam_warmup = RAdamWarmup
 stair_cycle = StairCycle
 linear_factor = LinearFactor
 timm_noise = TimmNoise
+python_function = PythonFunction
 
 __all__ = [
     "CosineRestarts",
@@ -567,6 +708,7 @@ __all__ = [
     "Cyclic",
     "ExponentialRamp",
     "LinearFactor",
+    "PythonFunction",
     "LogRamp",
     "RAdamWarmup",
     "Shift",
@@ -578,6 +720,7 @@ __all__ = [
     "cyclic",
     "exponential_ramp",
     "linear_factor",
+    "python_function",
     "log_ramp",
     "radam_warmup",
     "shift",
