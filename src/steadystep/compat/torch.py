@@ -41,6 +41,7 @@ from ..schedules._shapes import PythonFunction
 from . import _util as u
 
 __all__ = [
+    "SWALR",
     "ConstantLR",
     "CosineAnnealingLR",
     "CosineAnnealingWarmRestarts",
@@ -54,7 +55,6 @@ __all__ = [
     "OneCycleLR",
     "OneCycleMomentum",
     "PolynomialLR",
-    "SWALR",
     "SequentialLR",
     "StepLR",
 ]
