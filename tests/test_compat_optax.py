@@ -159,3 +159,81 @@ def test_schedule_runs_under_jit_like_optax() -> None:
 def test_bad_input_names_the_argument(call, argument: str) -> None:
     with pytest.raises((ValueError, TypeError), match=argument):
         call()
+
+
+# -- clipping under optax's names: parity with optax, optax's own invariants --------------------
+def _tree(seed: int, shapes) -> list:
+    rng = np.random.default_rng(seed)
+    return [jax.numpy.asarray(rng.normal(size=s).astype(np.float32)) for s in shapes]
+
+
+def _optax_unitwise_norm(x, axis=None):
+    from optax.transforms import _clipping  # not re-exported at optax's top level
+
+    return _clipping.unitwise_norm(x, axis)
+
+
+SHAPES = [(7,), (3, 5), (2, 3, 4), (2, 2, 3, 4), (2, 1, 2, 3, 4)]
+
+
+@pytest.mark.parametrize("axis", [None, -1, (1, 2)])
+def test_agc_matches_optax_over_any_axes(axis) -> None:
+    shapes = SHAPES if axis is None else [s for s in SHAPES if len(s) >= 3]
+    grads, params = _tree(0, shapes), _tree(1, shapes)
+    for clipping in (0.01, 10.0):
+        ours, _ = co.adaptive_grad_clip(clipping, axis=axis).update(grads, None, params)
+        theirs, _ = optax.adaptive_grad_clip(clipping, axis=axis).update(grads, None, params)
+        for a, b in zip(ours, theirs, strict=True):
+            np.testing.assert_allclose(a, b, rtol=2e-6, atol=1e-7)
+        for g, p in zip(grads, params, strict=True):
+            got = co.unitwise_norm(g, axis)
+            np.testing.assert_allclose(got, _optax_unitwise_norm(g, axis), rtol=2e-6)
+            assert got.shape == p.shape
+
+
+def test_block_rms_matches_optax_and_its_invariants() -> None:
+    grads = _tree(2, SHAPES)
+    for threshold in (1e-3, 1e6):
+        ours, _ = co.clip_by_block_rms(threshold).update(grads, None)
+        theirs, _ = optax.clip_by_block_rms(threshold).update(grads, None)
+        for a, b, g in zip(ours, theirs, grads, strict=True):
+            np.testing.assert_allclose(a, b, rtol=2e-6)
+            rms = float(np.sqrt(np.mean(np.square(np.asarray(a, np.float64)))))
+            assert rms <= threshold * (1 + 1e-5)  # clipped to the threshold
+            if threshold == 1e6:
+                np.testing.assert_array_equal(a, g)  # a huge threshold changes nothing
+        twice, _ = co.clip_by_block_rms(threshold).update(ours, None)
+        for a, b in zip(twice, ours, strict=True):
+            np.testing.assert_allclose(a, b, rtol=1e-6)  # clipping twice = clipping once
+
+
+def test_clipping_does_not_overflow_where_optax_does() -> None:
+    big = jax.numpy.full((4,), 1e30, dtype=jax.numpy.float32)
+    assert np.isinf(np.asarray(_optax_unitwise_norm(big))).all()
+    np.testing.assert_allclose(co.unitwise_norm(big), 2e30, rtol=1e-6)
+    out, _ = co.clip_by_block_rms(1.0).update([big], None)
+    np.testing.assert_allclose(out[0], 1.0, rtol=1e-6)
+    zero, _ = co.clip_by_block_rms(1.0).update([jax.numpy.zeros(3)], None)
+    np.testing.assert_array_equal(zero[0], 0.0)
+
+
+@pytest.mark.parametrize(
+    ("call", "argument"),
+    [
+        (lambda: co.unitwise_norm(jax.numpy.ones((2, 2, 2, 2, 2, 2))), "axis"),
+        (lambda: co.unitwise_norm(jax.numpy.ones((2, 2))), None),
+        (lambda: co.unitwise_norm(jax.numpy.ones((2, 2)), axis=2), "axis"),
+        (lambda: co.unitwise_norm(jax.numpy.ones((2, 2)), axis=(0, 0)), "axis"),
+        (lambda: co.unitwise_norm(jax.numpy.ones((2, 2)), axis=1.0), "axis"),
+        (lambda: co.adaptive_grad_clip(0.0), "clipping"),
+        (lambda: co.adaptive_grad_clip(0.1, eps=-1.0), "eps"),
+        (lambda: co.clip_by_block_rms(0.0), "threshold"),
+        (lambda: co.adaptive_grad_clip(0.1).update([jax.numpy.ones(2)], None), "params"),
+    ],
+)
+def test_clipping_bad_input_names_the_argument(call, argument) -> None:
+    if argument is None:
+        call()  # rank 2: optax's default axis 0
+        return
+    with pytest.raises((ValueError, TypeError), match=argument):
+        call()
