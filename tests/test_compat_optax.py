@@ -237,3 +237,44 @@ def test_clipping_bad_input_names_the_argument(call, argument) -> None:
         return
     with pytest.raises((ValueError, TypeError), match=argument):
         call()
+
+
+# -- optax's own expected values (optax/schedules/_schedule_test.py, _join_test.py) -------------
+def test_optax_test_suite_values() -> None:
+    t = np.arange(15)
+    poly = co.polynomial_schedule(init_value=10.0, end_value=20.0, power=1, transition_steps=10)
+    np.testing.assert_allclose(poly(t), list(range(10, 20)) + [20] * 5, atol=1e-3)
+    pc = co.piecewise_constant_schedule(0.1, {3: 2.0, 6: 0.5})
+    np.testing.assert_allclose(pc(np.arange(10)), [0.1] * 3 + [0.2] * 3 + [0.1] * 4, atol=1e-3)
+    neg = co.piecewise_constant_schedule(-0.1, {3: 2.0, 6: 0.5})
+    np.testing.assert_allclose(neg(np.arange(10)), -pc(np.arange(10)), atol=1e-3)
+    ex = co.exponential_decay(init_value=32.0, transition_steps=1, decay_rate=0.5)
+    np.testing.assert_allclose(ex(np.arange(5)), [32, 16, 8, 4, 2], atol=1e-3)
+    cos = co.cosine_decay_schedule(init_value=0.1, decay_steps=100, alpha=0.0, exponent=2)
+    np.testing.assert_allclose(
+        cos(np.array([0, 10, 50, 75, 100])),
+        [0.1, 0.09516553580760956, 0.025, 0.0021446612663567066, 0.0],
+        rtol=1e-6,
+        atol=1e-8,
+    )
+    giant = co.cosine_decay_schedule(init_value=1000.0, decay_steps=int(1e10), alpha=0.0)
+    np.testing.assert_allclose(giant(int(1e9)), 975.52826, rtol=1e-7)
+    for init, peak, end in [(10, 0.5, 1e-4), (5, 3, 0.0)]:
+        w = co.warmup_cosine_decay_schedule(init, peak, 100, 1000, end)
+        assert w(0) == init and w(100) == pytest.approx(peak)
+        assert w(1000) == pytest.approx(end, rel=1e-3, abs=1e-12)
+    lin = co.piecewise_interpolate_schedule("linear", 200.0, {5: 1.5, 10: 0.25})
+    expected = [200.0, 220.0, 240.0, 260.0, 280.0, 300.0, 255.0, 210.0, 165.0, 120.0, 75.0]
+    np.testing.assert_allclose(lin(np.arange(13)), [*expected, 75.0, 75.0], atol=1e-3)
+    cs = co.piecewise_interpolate_schedule("cosine", 400.0, {5: 1.2, 3: 0.6, 7: 1.0})
+    expected = [400.0, 360.0, 280.0, 240.0, 264.0, 288.0, 288.0, 288.0, 288.0]
+    np.testing.assert_allclose(cs(np.arange(9)), expected, atol=1e-3)
+    assert co.piecewise_interpolate_schedule("linear", 13.0, {})(3) == 13.0
+    joined = co.join_schedules(
+        [co.constant_schedule(1.0), co.constant_schedule(2.0), co.constant_schedule(1.0)],
+        [3, 6],
+    )
+    assert [joined(t) for t in range(7)] == [1.0, 1.0, 1.0, 2.0, 2.0, 2.0, 1.0]
+    for bad in (("linar", 13.0), ("", 13.0, {5: 3.0}), (None, 13.0, {}), ("linear", 13.0, {5: -3})):
+        with pytest.raises((ValueError, TypeError)):
+            co.piecewise_interpolate_schedule(*bad)

@@ -213,6 +213,12 @@ def test_bad_input_names_the_argument(call, argument: str) -> None:
         lambda c: c.keras.CosineDecayRestarts(0.1, 10, alpha=0.1, m_mul=0.5),
         lambda c: c.keras.InverseTimeDecay(0.1, 10, 0.5, staircase=True),
         lambda c: c.deepspeed.WarmupCosineLR(0.1, 100, warmup_num_steps=10),
+        lambda c: c.deepspeed.OneCycle(0.01, 0.1, 0.5, 10, 20, 3, 4, decay_step_size=5),
+        lambda c: c.deepspeed.OneCycleMomentum(cycle_first_step_size=10, decay_mom_rate=0.01),
+        lambda c: c.deepspeed.LRRangeTest(1e-4, 7, 0.5, lr_range_test_staircase=True),
+        lambda c: c.timm.MultiStepLRScheduler(0.1, [1, 5, 5, 9], 0.5, warmup_t=3),
+        lambda c: c.timm.CosineLRScheduler(0.1, 50, noise_range_t=(5, 40), noise_seed=7),
+        lambda c: c.torch.SWALR(0.1, 0.01, anneal_epochs=7),
         lambda c: c.fairseq.tri_stage(0.1, 10, 20, 30),
     ],
 )
@@ -222,3 +228,18 @@ def test_compat_results_round_trip(build) -> None:
     assert ss.parse(s.to_dict()) == s
     t = np.arange(150)
     np.testing.assert_array_equal(ss.parse(repr(s))(t), s(t))
+
+
+# -- pytorch_warmup's own expected values (test/test_base.py) ------------------------------------
+def test_pytorch_warmup_test_suite_values() -> None:
+    lin, exp = pw.LinearWarmup(warmup_period=5), pw.ExponentialWarmup(warmup_period=5)
+    for step in range(1, 11):  # its step k is the k-th update: our t = k - 1
+        want = step / 5 if step < 5 else 1.0
+        assert 0.5 * lin(step - 1) == pytest.approx(0.5 * want)
+        assert 0.1 * exp(step - 1) == pytest.approx(0.1 * (1 - math.exp(-step / 5)))
+    for bad in (0, -1, 2.5):
+        with pytest.raises((ValueError, TypeError), match="warmup_period"):
+            pw.LinearWarmup(bad)
+    # Deliberate difference: pytorch_warmup raises TypeError for 5.0; an integral float is
+    # accepted here (configs often give one)
+    assert pw.LinearWarmup(5.0) == pw.LinearWarmup(5)
