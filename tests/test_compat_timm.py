@@ -116,7 +116,11 @@ def test_step_schedulers_match_timm(
 @settings(max_examples=25, deadline=None)
 @given(
     kind=st.sampled_from(["cosine", "tanh", "poly", "step", "multistep"]),
-    noise=st.one_of(st.integers(0, 20), st.tuples(st.integers(0, 10), st.integers(0, 40))),
+    noise=st.one_of(
+        st.integers(0, 20),
+        st.tuples(st.integers(0, 10), st.integers(0, 40)),
+        st.tuples(st.floats(0, 10), st.floats(10, 40)),  # the factory's fractions * length
+    ),
     pct=st.sampled_from([0.05, 0.3, 0.67]),
     std=st.sampled_from([0.5, 1.0, 2.0]),
     seed=st.integers(0, 2**40),

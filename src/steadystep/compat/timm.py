@@ -37,6 +37,7 @@ References: timm ``timm/scheduler/scheduler.py``, ``cosine_lr.py``, ``tanh_lr.py
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence as SequenceType
 from typing import Any
 
@@ -74,12 +75,18 @@ def _noise(
     if isinstance(noise_range_t, (list, tuple)):
         if len(noise_range_t) != 2:
             raise u.fail("noise_range_t", "an int or a pair (start, end)", noise_range_t)
-        start = u.steps("noise_range_t[0]", noise_range_t[0])
-        end: int | None = u.steps("noise_range_t[1]", noise_range_t[1])
+        start = _first_step("noise_range_t[0]", noise_range_t[0])
+        end: int | None = _first_step("noise_range_t[1]", noise_range_t[1])
     else:
-        start, end = u.steps("noise_range_t", noise_range_t), None
+        start, end = _first_step("noise_range_t", noise_range_t), None
     start = max(start, 1)  # update 0 has the constructor's LR, which timm never perturbs
     return TimmNoise(body, start, None if end is None else max(end, start), pct, std, seed)
+
+
+def _first_step(name: str, value: Any) -> int:
+    """The first whole step ``t >= value`` (timm's factory scales noise fractions by the
+    schedule length, so the bounds may be fractional)."""
+    return math.ceil(u.nonnegative(name, value))
 
 
 def _warm(body: Schedule, warmup_t: Any, warmup_lr_init: Any, warmup_prefix: Any) -> Schedule:
