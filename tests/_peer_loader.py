@@ -26,7 +26,6 @@ from pathlib import Path
 
 import pytest
 
-
 _PEERS = Path(os.environ.get("STEADYSTEP_PEERS", Path(__file__).resolve().parent.parent / ".peers"))
 
 
