@@ -5,7 +5,9 @@ Each reproduces one library's arithmetic (its source file is cited) so that
 DeepSpeed, torch's ``CosineAnnealingLR`` stepped past ``T_max``), hard cosine restarts
 (transformers), timm's restart cycles (cosine with ``k_decay``, tanh, poly), torch's
 ``CyclicLR``, a logarithmic ramp (DeepSpeed), an exponential ramp and RAdam's warmup factor
-(``pytorch_warmup``) and a constant offset. (Their product is ``steadystep.product``.)
+(``pytorch_warmup``), a constant offset, DeepSpeed's one-cycle stairs and linear factors, and
+two host-evaluated shapes: timm's LR noise and schedules made of a Python callable (torch's
+``LambdaLR``/``MultiplicativeLR``). (Their product is ``steadystep.product``.)
 """
 
 from __future__ import annotations
