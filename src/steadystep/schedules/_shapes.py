@@ -16,7 +16,7 @@ import functools
 import math
 import random
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -509,6 +509,8 @@ class TimmNoise(Schedule, spec_name="timm_noise"):
     ``_calculate_noise``).
     """
 
+    #: evaluated in Python on the host: no torch or JAX array steps (see the docstring)
+    host_only: ClassVar[bool] = True
     schedule: Schedule
     start: int = 0
     end: int | None = None
@@ -580,6 +582,7 @@ class PythonFunction(Schedule, spec_name="python_function"):
     (2.0, 1.0, 0.0078125)
     """
 
+    host_only: ClassVar[bool] = True
     fn: Any
     kind: str = "value"
     scale: float = 1.0
@@ -592,10 +595,10 @@ class PythonFunction(Schedule, spec_name="python_function"):
         check.choice("kind", self.kind, FUNCTION_KINDS)
         _set(self, "scale", check.number("scale", self.scale))
         _set(self, "period", check.positive("period", self.period))
+        if not isinstance(self.name, str):
+            raise TypeError(f"Argument `name` must be a string. Received: name={self.name!r}")
         if self.fn is None:  # rebuilt from spec text: an identity for comparison only
             _set(self, "probe", check.numbers_tuple("probe", self.probe))
-            if not isinstance(self.name, str):
-                raise TypeError(f"Argument `name` must be a string. Received: name={self.name!r}")
             return
         if not callable(self.fn):
             raise TypeError(
