@@ -579,7 +579,7 @@ class PythonFunction(Schedule, spec_name="python_function"):
 
     >>> s = python_function(lambda t: 0.5**t, "product", scale=2.0)
     >>> s(0), s(1), s(3)
-    (2.0, 1.0, 0.0078125)
+    (2.0, 1.0, 0.03125)
     """
 
     host_only: ClassVar[bool] = True
