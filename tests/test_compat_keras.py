@@ -179,3 +179,52 @@ def test_tf1_linear_cosine_decay(lr: float, n: int, periods: float, alpha: float
     ours = ctf.linear_cosine_decay(lr, n, periods, alpha, beta)(t)
     ref = [tf_linear_cosine_decay(lr, int(i), n, periods, alpha, beta) for i in t]
     np.testing.assert_allclose(ours, ref, rtol=1e-6, atol=1e-12)
+
+
+# -- Keras' own expected values (learning_rate_schedule_test.py) ---------------------------------
+def test_keras_test_suite_values() -> None:
+    import math
+
+    from steadystep.compat import keras as ck
+
+    assert ck.ExponentialDecay(0.05, 10, 0.96)(5) == pytest.approx(0.05 * 0.96**0.5, rel=1e-6)
+    stairs = ck.ExponentialDecay(0.1, 3, 0.96, staircase=True)
+    assert stairs(1) == pytest.approx(0.1) and stairs(2) == pytest.approx(0.1)
+    assert stairs(100) == pytest.approx(0.1 * 0.96 ** (100 // 3), rel=1e-6)
+    pw = ck.PiecewiseConstantDecay([100, 110, 120], [1.0, 0.1, 0.01, 0.001])
+    assert [pw(t) for t in (0, 100, 105, 110, 120, 999)] == [1.0, 1.0, 0.1, 0.1, 0.01, 0.001]
+    # Deliberate difference: Keras evaluates its test's step -999.0; steps here are >= 0
+    with pytest.raises(ValueError, match="step"):
+        pw(-999)
+    pb = ck.PiecewiseConstantDecay([1, 2, 3], [0.4, 0.5, 0.6, 0.7])
+    assert [pb(t) for t in range(5)] == [0.4, 0.4, 0.5, 0.6, 0.7]
+    assert ck.PolynomialDecay(0.05, 10, 0.0)(5) == pytest.approx(0.025)
+    assert ck.PolynomialDecay(0.05, 10, 0.001)(10) == pytest.approx(0.001)
+    assert ck.PolynomialDecay(0.05, 10, 0.001)(5) == pytest.approx(0.0255)
+    assert ck.PolynomialDecay(0.05, 10, 0.001)(15) == pytest.approx(0.001)
+    cyc = ck.PolynomialDecay(0.05, 10, 0.001, cycle=True)
+    assert cyc(15) == pytest.approx((0.05 - 0.001) * 0.25 + 0.001)
+    assert ck.PolynomialDecay(0.05, 10, 0.0, power=0.5)(5) == pytest.approx(0.05 * 0.5**0.5)
+    inv = ck.InverseTimeDecay(0.1, 10, 0.96)
+    assert [inv(i) for i in range(11)] == pytest.approx(
+        [0.1 / (1 + i / 10 * 0.96) for i in range(11)]
+    )
+    inv_s = ck.InverseTimeDecay(0.1, 10, 0.96, staircase=True)
+    assert [inv_s(i) for i in range(11)] == pytest.approx(
+        [0.1 / (1 + 0.96 * (i // 10)) for i in range(11)]
+    )
+
+    def np_cosine(step, steps, alpha=0.0):
+        step = min(step, steps)
+        return (1.0 - alpha) * 0.5 * (1.0 + math.cos(math.pi * step / steps)) + alpha
+
+    for step in range(0, 1500, 250):
+        assert ck.CosineDecay(1.0, 1000)(step) == pytest.approx(np_cosine(step, 1000), abs=1e-6)
+        a = ck.CosineDecay(1.0, 1000, 0.1)(step)
+        assert a == pytest.approx(np_cosine(step, 1000, 0.1), abs=1e-6)
+        w = ck.CosineDecay(0.0, 10, warmup_target=10.0, warmup_steps=1500)(step)
+        assert w == pytest.approx(step / 1500 * 10.0)
+    for step in range(0, 3000, 250):
+        lr = ck.CosineDecay(0.0, 1000, warmup_target=10.0, warmup_steps=2000)(step)
+        want = step / 2000 * 10.0 if step < 2001 else 10.0 * np_cosine(step - 2000, 1000)
+        assert lr == pytest.approx(want, abs=1e-6)

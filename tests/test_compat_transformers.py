@@ -226,3 +226,42 @@ def test_scheduler_type_enum_accepted() -> None:
     from transformers.trainer_utils import SchedulerType
 
     assert hf.get_scheduler(SchedulerType.LINEAR, 2, 10) == hf.get_scheduler("linear", 2, 10)
+
+
+# -- transformers' own expected values (tests/optimization/test_optimization.py) ----------------
+def test_transformers_test_suite_values() -> None:
+    ctr = hf
+    common = {"num_warmup_steps": 2, "num_training_steps": 10}
+    cases = [
+        (ctr.get_constant_schedule(), [10.0] * 10),
+        (
+            ctr.get_constant_schedule_with_warmup(num_warmup_steps=4),
+            [0.0, 2.5, 5.0, 7.5, 10.0, 10.0, 10.0, 10.0, 10.0, 10.0],
+        ),
+        (
+            ctr.get_linear_schedule_with_warmup(**common),
+            [0.0, 5.0, 10.0, 8.75, 7.5, 6.25, 5.0, 3.75, 2.5, 1.25],
+        ),
+        (
+            ctr.get_cosine_schedule_with_warmup(**common),
+            [0.0, 5.0, 10.0, 9.61, 8.53, 6.91, 5.0, 3.08, 1.46, 0.38],
+        ),
+        (
+            ctr.get_cosine_with_hard_restarts_schedule_with_warmup(**common, num_cycles=2),
+            [0.0, 5.0, 10.0, 8.53, 5.0, 1.46, 10.0, 8.53, 5.0, 1.46],
+        ),
+        (
+            ctr.get_polynomial_decay_schedule_with_warmup(
+                **common, power=2.0, lr_end=1e-7, lr_init=10.0
+            ),
+            [0.0, 5.0, 10.0, 7.656, 5.625, 3.906, 2.5, 1.406, 0.625, 0.156],
+        ),
+        (
+            ctr.get_inverse_sqrt_schedule(num_warmup_steps=2),
+            [0.0, 5.0, 10.0, 8.165, 7.071, 6.325, 5.774, 5.345, 5.0, 4.714],
+        ),
+    ]
+    for schedule, expected in cases:  # AdamW(lr=10.0); the compat result is the multiplier
+        got = [10.0 * schedule(t) for t in range(10)]
+        assert got == pytest.approx(expected, abs=1e-2)
+        assert ss.parse(repr(schedule)) == schedule  # transformers: save and reload

@@ -35,6 +35,8 @@ from ..schedules import (
 from . import _util as u
 
 __all__ = [
+    "adaptive_grad_clip",
+    "clip_by_block_rms",
     "constant_schedule",
     "cosine_decay_schedule",
     "cosine_onecycle_schedule",
@@ -46,6 +48,7 @@ __all__ = [
     "piecewise_interpolate_schedule",
     "polynomial_schedule",
     "sgdr_schedule",
+    "unitwise_norm",
     "warmup_constant_schedule",
     "warmup_cosine_decay_schedule",
     "warmup_exponential_decay_schedule",
@@ -362,3 +365,28 @@ def sgdr_schedule(cosine_kwargs: Iterable[Mapping[str, Any]]) -> Schedule:
     if not parts:
         raise u.fail("cosine_kwargs", "non-empty", [])
     return join_schedules(parts, bounds[:-1])
+
+
+# -- clipping under optax's names (JAX needed; the implementations are in steadystep.jax) -------
+def adaptive_grad_clip(
+    clipping: float, eps: float = 1e-3, axis: int | tuple[int, ...] | None = None
+) -> Any:
+    """optax's ``adaptive_grad_clip(clipping, eps, axis)``, unit-wise over any axes and without
+    overflow: :func:`steadystep.jax._clip.agc_by_axes`."""
+    from ..jax._clip import agc_by_axes
+
+    return agc_by_axes(clipping, eps, axis)
+
+
+def unitwise_norm(x: Any, axis: int | tuple[int, ...] | None = None) -> Any:
+    """optax's ``unitwise_norm``: :func:`steadystep.jax._clip.unitwise_norm`."""
+    from ..jax._clip import unitwise_norm as norm
+
+    return norm(x, axis)
+
+
+def clip_by_block_rms(threshold: float) -> Any:
+    """optax's ``clip_by_block_rms``: :func:`steadystep.jax._clip.clip_by_block_rms`."""
+    from ..jax._clip import clip_by_block_rms as clip
+
+    return clip(threshold)

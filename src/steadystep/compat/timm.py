@@ -13,8 +13,17 @@ Warmup: ``warmup_t`` steps linear from ``warmup_lr_init`` to ``lr``. ``warmup_pr
 delays the decay by ``warmup_t``. tanh ramps to the decay's value at ``warmup_t`` when
 overlaid (timm's choice), the others to ``lr``.
 
-Not reproduced: LR noise (``noise_range_t`` and friends; it is random), which raises. timm's
-``assert`` checks become ``ValueError``s naming the argument; ``cycle_limit=0`` and
+Update 0 gets the LR timm's constructor sets (``lr``, or ``warmup_lr_init`` with a warmup),
+which is ``_get_lr(0)`` except for tanh (``_get_lr(0)`` is ``lr * (1 - tanh(lb)) / 2``) and a
+``MultiStepLRScheduler`` milestone ``<= 1``.
+
+LR noise (``noise_range_t``, ``noise_pct``, ``noise_std``, ``noise_seed``) is reproduced bit for
+bit: timm seeds a torch generator with ``noise_seed + t`` at each step, so the noise is a pure
+function of the step (:class:`~steadystep.schedules._shapes.TimmNoise`; such a schedule
+evaluates on Python/NumPy steps only). ``t_in_epochs`` and ``initialize`` are accepted (they
+choose when timm is stepped and where it reads the initial LR, not the values).
+
+timm's ``assert`` checks become ``ValueError``s naming the argument; ``cycle_limit=0`` and
 ``cycle_mul < 1`` (whose cycles end after finitely many steps, where timm fails with a math
 domain error) are refused.
 
@@ -28,6 +37,7 @@ References: timm ``timm/scheduler/scheduler.py``, ``cosine_lr.py``, ``tanh_lr.py
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence as SequenceType
 from typing import Any
 
@@ -35,13 +45,14 @@ from ..schedules import (
     Constant,
     Cycles,
     Linear,
-    Multistep,
+    Piecewise,
     Plateau,
     Schedule,
     Sequence,
     Step,
     Warmup,
 )
+from ..schedules._shapes import TimmNoise
 from . import _util as u
 
 __all__ = [
@@ -54,12 +65,39 @@ __all__ = [
 ]
 
 
-def _no_noise(noise_range_t: Any) -> None:
-    if noise_range_t is not None:
-        raise ValueError(
-            "Argument `noise_range_t` must be None: timm's LR noise is random and is not "
-            f"reproduced. Received: noise_range_t={noise_range_t!r}"
-        )
+def _noise(
+    body: Schedule,
+    noise_range_t: Any,
+    noise_pct: Any,
+    noise_std: Any,
+    noise_seed: Any,
+    t_in_epochs: Any,
+    initialize: Any,
+) -> Schedule:
+    """``body`` with timm's LR noise (none if ``noise_range_t`` is None); the remaining timm
+    arguments are checked."""
+    u.flag("t_in_epochs", t_in_epochs)
+    u.flag("initialize", initialize)
+    pct = u.positive("noise_pct", noise_pct)  # timm loops forever on pct <= 0
+    std = u.nonnegative("noise_std", noise_std)
+    seed = u.integer("noise_seed", 42 if noise_seed is None else noise_seed, minimum=-(2**63))
+    if noise_range_t is None:
+        return body
+    if isinstance(noise_range_t, (list, tuple)):
+        if len(noise_range_t) != 2:
+            raise u.fail("noise_range_t", "an int or a pair (start, end)", noise_range_t)
+        start = _first_step("noise_range_t[0]", noise_range_t[0])
+        end: int | None = _first_step("noise_range_t[1]", noise_range_t[1])
+    else:
+        start, end = _first_step("noise_range_t", noise_range_t), None
+    start = max(start, 1)  # update 0 has the constructor's LR, which timm never perturbs
+    return TimmNoise(body, start, None if end is None else max(end, start), pct, std, seed)
+
+
+def _first_step(name: str, value: Any) -> int:
+    """The first whole step ``t >= value`` (timm's factory scales noise fractions by the
+    schedule length, so the bounds may be fractional)."""
+    return math.ceil(u.nonnegative(name, value))
 
 
 def _warm(body: Schedule, warmup_t: Any, warmup_lr_init: Any, warmup_prefix: Any) -> Schedule:
@@ -102,8 +140,13 @@ def CosineLRScheduler(
     warmup_t: int = 0,
     warmup_lr_init: float = 0.0,
     warmup_prefix: bool = False,
-    k_decay: float = 1.0,
+    t_in_epochs: bool = True,
     noise_range_t: Any = None,
+    noise_pct: float = 0.67,
+    noise_std: float = 1.0,
+    noise_seed: int = 42,
+    k_decay: float = 1.0,
+    initialize: bool = True,
 ) -> Schedule:
     """Cosine cycles: ``lr_min + (lr * cycle_decay**i - lr_min) * (1 + cos(pi * x**k)) / 2``,
     ``x`` the fraction of cycle ``i`` done, cycle ``i`` lasting ``t_initial * cycle_mul**i``.
@@ -114,7 +157,6 @@ def CosineLRScheduler(
 
     References: Loshchilov & Hutter 2017 (SGDR); Zhang & Li 2020 (k-decay).
     """
-    _no_noise(noise_range_t)
     body = _cycles(
         "cosine",
         lr,
@@ -125,7 +167,8 @@ def CosineLRScheduler(
         cycle_limit,
         k=u.positive("k_decay", k_decay),
     )
-    return _warm(body, warmup_t, warmup_lr_init, warmup_prefix)
+    warm = _warm(body, warmup_t, warmup_lr_init, warmup_prefix)
+    return _noise(warm, noise_range_t, noise_pct, noise_std, noise_seed, t_in_epochs, initialize)
 
 
 def PolyLRScheduler(
@@ -139,15 +182,19 @@ def PolyLRScheduler(
     warmup_t: int = 0,
     warmup_lr_init: float = 0.0,
     warmup_prefix: bool = False,
-    k_decay: float = 1.0,
+    t_in_epochs: bool = True,
     noise_range_t: Any = None,
+    noise_pct: float = 0.67,
+    noise_std: float = 1.0,
+    noise_seed: int = 42,
+    k_decay: float = 1.0,
+    initialize: bool = True,
 ) -> Schedule:
     """Polynomial cycles: ``lr_min + (lr * cycle_decay**i - lr_min) * (1 - x**k) ** power``.
 
     >>> PolyLRScheduler(1.0, t_initial=4, power=2.0)(2)
     0.25
     """
-    _no_noise(noise_range_t)
     body = _cycles(
         "poly",
         lr,
@@ -159,7 +206,8 @@ def PolyLRScheduler(
         k=u.positive("k_decay", k_decay),
         power=u.positive("power", power),
     )
-    return _warm(body, warmup_t, warmup_lr_init, warmup_prefix)
+    warm = _warm(body, warmup_t, warmup_lr_init, warmup_prefix)
+    return _noise(warm, noise_range_t, noise_pct, noise_std, noise_seed, t_in_epochs, initialize)
 
 
 def TanhLRScheduler(
@@ -174,10 +222,16 @@ def TanhLRScheduler(
     warmup_t: int = 0,
     warmup_lr_init: float = 0.0,
     warmup_prefix: bool = False,
+    t_in_epochs: bool = True,
     noise_range_t: Any = None,
+    noise_pct: float = 0.67,
+    noise_std: float = 1.0,
+    noise_seed: int = 42,
+    initialize: bool = True,
 ) -> Schedule:
     """Hyperbolic-tangent cycles:
-    ``lr_min + (lr * cycle_decay**i - lr_min) * (1 - tanh(lb * (1 - x) + ub * x)) / 2``.
+    ``lr_min + (lr * cycle_decay**i - lr_min) * (1 - tanh(lb * (1 - x) + ub * x)) / 2``;
+    update 0 (without warmup) gets ``lr`` itself, as timm's constructor sets it.
 
     >>> s = TanhLRScheduler(1.0, t_initial=10)
     >>> round(s(0), 4), round(s(7), 4), round(s(10), 4)
@@ -186,20 +240,23 @@ def TanhLRScheduler(
     References: Hsueh et al. 2019, "Stochastic Gradient Descent with Hyperbolic-Tangent
     Decay on Classification".
     """
-    _no_noise(noise_range_t)
     lb, ub = u.number("lb", lb), u.number("ub", ub)
     extra = {"lb": lb, "ub": ub}
     body = _cycles("tanh", lr, t_initial, lr_min, cycle_mul, cycle_decay, cycle_limit, **extra)
     w = u.nonnegative("warmup_t", warmup_t)
     start = u.nonnegative("warmup_lr_init", warmup_lr_init)
+    warm: Schedule
     if not w:
-        return body
-    if u.flag("warmup_prefix", warmup_prefix):
-        return Sequence((Linear(start, body.start, w), body))
-    late = _cycles(
-        "tanh", lr, t_initial, lr_min, cycle_mul, cycle_decay, cycle_limit, offset=w, **extra
-    )
-    return Sequence((Linear(start, float(body(w)), w), late), (w,))
+        # update 0: the constructor's lr (a one-step warmup from it, on the same clock)
+        warm = Warmup(body, 1, start=body.start, overlay=True)
+    elif u.flag("warmup_prefix", warmup_prefix):
+        warm = Sequence((Linear(start, body.start, w), body))
+    else:
+        late = _cycles(
+            "tanh", lr, t_initial, lr_min, cycle_mul, cycle_decay, cycle_limit, offset=w, **extra
+        )
+        warm = Sequence((Linear(start, float(body(w)), w), late), (w,))
+    return _noise(warm, noise_range_t, noise_pct, noise_std, noise_seed, t_in_epochs, initialize)
 
 
 def StepLRScheduler(
@@ -209,38 +266,66 @@ def StepLRScheduler(
     warmup_t: int = 0,
     warmup_lr_init: float = 0.0,
     warmup_prefix: bool = True,
+    t_in_epochs: bool = True,
     noise_range_t: Any = None,
+    noise_pct: float = 0.67,
+    noise_std: float = 1.0,
+    noise_seed: int = 42,
+    initialize: bool = True,
 ) -> Schedule:
     """``lr * decay_rate ** floor(t / decay_t)``.
 
     >>> StepLRScheduler(1.0, decay_t=3, decay_rate=0.5, warmup_t=2)(7)
     0.5
     """
-    _no_noise(noise_range_t)
     body = Step(
         u.positive("lr", lr), u.positive("decay_t", decay_t), u.positive("decay_rate", decay_rate)
     )
-    return _warm(body, warmup_t, warmup_lr_init, warmup_prefix)
+    warm = _warm(body, warmup_t, warmup_lr_init, warmup_prefix)
+    return _noise(warm, noise_range_t, noise_pct, noise_std, noise_seed, t_in_epochs, initialize)
 
 
 def MultiStepLRScheduler(
     lr: float,
-    decay_t: SequenceType[int],
+    decay_t: SequenceType[float],
     decay_rate: float = 1.0,
     warmup_t: int = 0,
     warmup_lr_init: float = 0.0,
     warmup_prefix: bool = True,
+    t_in_epochs: bool = True,
     noise_range_t: Any = None,
+    noise_pct: float = 0.67,
+    noise_std: float = 1.0,
+    noise_seed: int = 42,
+    initialize: bool = True,
 ) -> Schedule:
-    """``lr * decay_rate ** (number of decay_t <= t)``; ``decay_t`` must be increasing (timm
-    silently assumes it is sorted).
+    """``lr * decay_rate ** bisect_right(decay_t, u + 1)``: timm applies milestone ``m`` one
+    step *before* ``m`` (at ``u = m - 1``, ``u`` the step after a prefix warmup), unlike
+    torch's ``MultiStepLR``. ``decay_t`` must be sorted (timm silently assumes it);
+    repeated milestones decay twice, as in timm.
 
-    >>> MultiStepLRScheduler(1.0, decay_t=[2, 4], decay_rate=0.5)(4)
-    0.25
+    >>> s = MultiStepLRScheduler(1.0, decay_t=[2, 4], decay_rate=0.5)
+    >>> [s(t) for t in range(5)]
+    [1.0, 0.5, 0.5, 0.25, 0.25]
     """
-    _no_noise(noise_range_t)
-    body = Multistep(u.positive("lr", lr), tuple(decay_t), u.positive("decay_rate", decay_rate))
-    return _warm(body, warmup_t, warmup_lr_init, warmup_prefix)
+    base = u.positive("lr", lr)
+    rate = u.positive("decay_rate", decay_rate)
+    milestones = u.check.numbers_tuple("decay_t", decay_t)
+    if list(milestones) != sorted(milestones):
+        raise u.fail("decay_t", "sorted (timm bisects it)", list(decay_t))
+    w = u.nonnegative("warmup_t", warmup_t)
+    start = u.nonnegative("warmup_lr_init", warmup_lr_init)
+    prefix = u.flag("warmup_prefix", warmup_prefix)
+    # decays at the body's own step m - off; with no warmup, update 0 keeps the constructor's lr
+    off = 1 + (0 if prefix else w)
+    points = [m - off if m - off > 0 or w else 1 for m in milestones]
+    before = sum(p <= 0 for p in points)
+    cuts = sorted({p for p in points if p > 0})
+    values = [base * rate ** (before + sum(p <= c for p in points if p > 0)) for c in cuts]
+    first = base * rate**before
+    body = Piecewise(tuple(cuts), (first, *values)) if cuts else Constant(first)
+    warm = Sequence((Linear(start, base, w), body), (w,)) if w else body
+    return _noise(warm, noise_range_t, noise_pct, noise_std, noise_seed, t_in_epochs, initialize)
 
 
 def PlateauLRScheduler(
@@ -254,6 +339,10 @@ def PlateauLRScheduler(
     lr_min: float = 0.0,
     mode: str = "max",
     noise_range_t: Any = None,
+    noise_pct: float = 0.67,
+    noise_std: float = 1.0,
+    noise_seed: int | None = None,
+    initialize: bool = True,
 ) -> Schedule:
     """timm's ``PlateauLRScheduler``: a linear warmup, then torch's ``ReduceLROnPlateau``.
 
@@ -266,7 +355,13 @@ def PlateauLRScheduler(
     >>> [s(t) for t in range(4)]
     [0.0, 0.05, 0.1, 0.1]
     """
-    _no_noise(noise_range_t)
+    if noise_range_t is not None:
+        # timm perturbs the optimizer's LR after each plateau step and restores it: state the
+        # value of a schedule cannot carry
+        raise u.fail(
+            "noise_range_t", "None (timm's plateau noise is not reproduced)", noise_range_t
+        )
+    _noise(Constant(1.0), None, noise_pct, noise_std, noise_seed, True, initialize)
     w = u.integer("warmup_t", warmup_t)
     start = u.nonnegative("warmup_lr_init", warmup_lr_init)
     body = Plateau(

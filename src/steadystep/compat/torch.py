@@ -34,19 +34,25 @@ from ..schedules import (
     Repeat,
     Schedule,
     Sequence,
+    Shift,
     Step,
+    product,
 )
+from ..schedules._shapes import PythonFunction
 from . import _util as u
 
 __all__ = [
+    "SWALR",
     "ConstantLR",
     "CosineAnnealingLR",
     "CosineAnnealingWarmRestarts",
     "CyclicLR",
     "CyclicMomentum",
     "ExponentialLR",
+    "LambdaLR",
     "LinearLR",
     "MultiStepLR",
+    "MultiplicativeLR",
     "OneCycleLR",
     "OneCycleMomentum",
     "PolynomialLR",
@@ -177,14 +183,36 @@ def CosineAnnealingWarmRestarts(
 _CYCLIC_MODES = ("triangular", "triangular2", "exp_range")
 
 
+_SCALE_MODES = ("cycle", "iterations")
+
+
 def _cyclic(
-    low: float, high: float, step_size_up: Any, step_size_down: Any, mode: str, gamma: Any
+    low: float,
+    high: float,
+    step_size_up: Any,
+    step_size_down: Any,
+    mode: str,
+    gamma: Any,
+    scale_fn: Any = None,
+    scale_mode: Any = "cycle",
 ) -> Schedule:
     up = u.positive("step_size_up", step_size_up)
     down = up if step_size_down is None else u.positive("step_size_down", step_size_down)
-    return Cyclic(
-        low, high, up, down, u.choice("mode", mode, _CYCLIC_MODES), u.positive("gamma", gamma)
-    )
+    g = u.positive("gamma", gamma)
+    if scale_fn is None:
+        return Cyclic(low, high, up, down, u.choice("mode", mode, _CYCLIC_MODES), g)
+    # torch: low + (high - low) * h * scale_fn(cycle or t); mode and gamma are ignored
+    kind = "cycle" if u.choice("scale_mode", scale_mode, _SCALE_MODES) == "cycle" else "value"
+    scale = PythonFunction(_callable("scale_fn", scale_fn), kind, period=up + down)
+    return Shift(product([Cyclic(0.0, high - low, up, down), scale]), low)
+
+
+def _callable(argument: str, fn: Any) -> Any:
+    if not callable(fn):
+        raise TypeError(
+            f"Argument `{argument}` must be a callable of the step. Received: {argument}={fn!r}"
+        )
+    return fn
 
 
 def CyclicLR(
@@ -194,15 +222,22 @@ def CyclicLR(
     step_size_down: int | None = None,
     mode: str = "triangular",
     gamma: float = 1.0,
+    scale_fn: Any = None,
+    scale_mode: str = "cycle",
 ) -> Schedule:
-    """The LR of torch's ``CyclicLR`` (a custom ``scale_fn`` is not supported).
+    """The LR of torch's ``CyclicLR``. A custom ``scale_fn`` (a Python callable of the cycle
+    number, or of the step with ``scale_mode="iterations"``) gives a schedule evaluated on
+    the host (:class:`~steadystep.schedules._shapes.PythonFunction`).
 
     >>> s = CyclicLR(0.1, 1.0, step_size_up=2)
     >>> [round(s(t), 12) for t in range(5)]
     [0.1, 0.55, 1.0, 0.55, 0.1]
+    >>> half = CyclicLR(0.0, 1.0, step_size_up=2, scale_fn=lambda c: 0.5 ** (c - 1))
+    >>> [half(t) for t in (2, 6)]
+    [1.0, 0.5]
     """
     low, high = u.nonnegative("base_lr", base_lr), u.nonnegative("max_lr", max_lr)
-    return _cyclic(low, high, step_size_up, step_size_down, mode, gamma)
+    return _cyclic(low, high, step_size_up, step_size_down, mode, gamma, scale_fn, scale_mode)
 
 
 def CyclicMomentum(
@@ -212,6 +247,8 @@ def CyclicMomentum(
     step_size_down: int | None = None,
     mode: str = "triangular",
     gamma: float = 1.0,
+    scale_fn: Any = None,
+    scale_mode: str = "cycle",
 ) -> Schedule:
     """The momentum ``CyclicLR(cycle_momentum=True)`` sets: from ``max_momentum`` down to
     ``base_momentum`` while the LR rises, and back. Use with ``param="momentum"``.
@@ -222,7 +259,56 @@ def CyclicMomentum(
     """
     low = u.nonnegative("base_momentum", base_momentum)
     high = u.nonnegative("max_momentum", max_momentum)
-    return _cyclic(high, low, step_size_up, step_size_down, mode, gamma)
+    return _cyclic(high, low, step_size_up, step_size_down, mode, gamma, scale_fn, scale_mode)
+
+
+def LambdaLR(lr: float, lr_lambda: Any) -> Schedule:
+    """torch's ``LambdaLR``: ``lr * lr_lambda(t)`` for any Python callable of the step.
+
+    Exact resume holds (the value is a function of the step), but a callable is not spec
+    text: the schedule's ``repr`` names the function and its first values, which
+    ``Scheduler.load_state_dict`` compares; it is evaluated on the host (Python/NumPy steps).
+    One callable per schedule: for torch's list form build one schedule per param group.
+
+    >>> s = LambdaLR(0.1, lambda t: 0.5 ** (t // 2))
+    >>> [s(t) for t in range(5)]
+    [0.1, 0.1, 0.05, 0.05, 0.025]
+    """
+    return PythonFunction(_callable("lr_lambda", lr_lambda), "value", scale=_lr(lr))
+
+
+def MultiplicativeLR(lr: float, lr_lambda: Any) -> Schedule:
+    """torch's ``MultiplicativeLR``: ``lr * lr_lambda(1) * ... * lr_lambda(t)``, multiplied in
+    torch's order but recomputed from the step (cached running products, re-validated), so it
+    keeps no recursion state. Host-evaluated and named like :func:`LambdaLR`.
+
+    >>> s = MultiplicativeLR(1.0, lambda t: 0.5)
+    >>> [s(t) for t in range(4)]
+    [1.0, 0.5, 0.25, 0.125]
+    """
+    return PythonFunction(_callable("lr_lambda", lr_lambda), "product", scale=_lr(lr))
+
+
+_ANNEAL = ("cos", "linear")
+
+
+def SWALR(
+    lr: float, swa_lr: float, anneal_epochs: int = 10, anneal_strategy: str = "cos"
+) -> Schedule:
+    """torch's ``SWALR`` (``torch/optim/swa_utils.py``): from ``lr`` (the group's LR when
+    SWALR is built) to ``swa_lr`` over ``anneal_epochs`` steps, cosine or linear, then held;
+    ``anneal_epochs=0`` gives ``swa_lr`` at once.
+
+    >>> s = SWALR(0.1, 0.01, anneal_epochs=2, anneal_strategy="linear")
+    >>> [round(s(t), 12) for t in range(4)]
+    [0.1, 0.055, 0.01, 0.01]
+    """
+    start, end = _lr(lr), u.nonnegative("swa_lr", swa_lr)
+    steps = u.integer("anneal_epochs", anneal_epochs)
+    kind = u.choice("anneal_strategy", anneal_strategy, _ANNEAL)
+    if steps == 0:
+        return Constant(end)
+    return Cosine(start, end, steps) if kind == "cos" else Linear(start, end, steps)
 
 
 def _total(total_steps: Any, epochs: Any, steps_per_epoch: Any) -> int:

@@ -21,6 +21,7 @@ References:
 
 from __future__ import annotations
 
+import math
 from typing import Any, Literal, NamedTuple
 
 import jax
@@ -33,9 +34,12 @@ from steadystep import clip as rules
 __all__ = [
     "SpikeSkipState",
     "adaptive_grad_clip",
+    "agc_by_axes",
     "autoclip",
+    "clip_by_block_rms",
     "clip_by_global_norm",
     "spike_skip",
+    "unitwise_norm",
     "zclip",
 ]
 
@@ -300,3 +304,120 @@ def spike_skip(
         return new_updates, SpikeSkipState(kept, history, state.skipped + spike.astype(jnp.int32))
 
     return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+
+
+# -- optax's unit-wise AGC over any axes, and clip_by_block_rms ---------------------------------
+def _unit_axes(x: Array, axis: Any) -> tuple[int, ...]:
+    """The reduction axes of a unit: ``axis`` (an int or a tuple of ints), or optax's defaults
+    by rank (whole array for vectors, 0 for rank 2-3, (0, 1, 2) for 4, (0, 1, 2, 3) for 5)."""
+    if axis is None:
+        if jnp.squeeze(x).ndim <= 1:
+            return tuple(range(x.ndim))
+        defaults = {2: (0,), 3: (0,), 4: (0, 1, 2), 5: (0, 1, 2, 3)}
+        if x.ndim not in defaults:
+            raise ValueError(
+                f"Argument `axis` must be given for a parameter of rank {x.ndim} (defaults cover "
+                f"ranks 1 to 5). Received: axis=None for shape {tuple(x.shape)}"
+            )
+        return defaults[x.ndim]
+    axes = (axis,) if not isinstance(axis, (tuple, list)) else tuple(axis)
+    out = []
+    for a in axes:
+        if isinstance(a, bool) or not isinstance(a, int):
+            raise TypeError(
+                f"Argument `axis` must be an int or a tuple of ints. Received: {axis!r}"
+            )
+        if not -x.ndim <= a < x.ndim:
+            raise check.fail("axis", f"within the rank {x.ndim} of shape {tuple(x.shape)}", axis)
+        out.append(a % x.ndim)
+    if len(set(out)) != len(out):
+        raise check.fail("axis", "without repeats", axis)
+    return tuple(out)
+
+
+def _scaled_root(x: Array, axes: tuple[int, ...], *, mean: bool) -> Array:
+    """``sqrt(sum |x|^2)`` (or the mean) over ``axes``, kept as size-1 axes, computed as
+    ``m * sqrt(sum (|x| / m)^2)`` with ``m = max |x|`` so that squares cannot overflow."""
+    ax = jnp.abs(x)
+    m = jnp.max(ax, axis=axes, keepdims=True) if x.size else jnp.zeros((1,) * x.ndim, ax.dtype)
+    finite = jnp.isfinite(m) & (m > 0)
+    safe = jnp.where(finite, m, 1.0)
+    q = jnp.sum(jnp.square(ax / safe), axis=axes, keepdims=True)
+    if mean:
+        q = q / max(1, math.prod(x.shape[a] for a in axes))
+    return jnp.where(finite, m * jnp.sqrt(q), m)  # 0 stays 0, inf/NaN propagate
+
+
+def unitwise_norm(x: Array, axis: int | tuple[int, ...] | None = None) -> Array:
+    """The L2 norm of each unit of ``x`` (a slice over ``axis``), broadcast to ``x``'s shape, as
+    ``optax.unitwise_norm`` computes it (same defaults by rank), without overflow.
+
+    Examples:
+        >>> import jax.numpy as jnp
+        >>> unitwise_norm(jnp.array([[3.0, 1.0], [4.0, 0.0]])).tolist()
+        [[5.0, 1.0], [5.0, 1.0]]
+        >>> unitwise_norm(jnp.ones((2, 3, 4)), axis=(1, 2)).shape
+        (2, 3, 4)
+    """
+    x = jnp.asarray(x)
+    return jnp.broadcast_to(_scaled_root(x, _unit_axes(x, axis), mean=False), x.shape)
+
+
+def agc_by_axes(
+    clipping: float, eps: float = 1e-3, axis: int | tuple[int, ...] | None = None
+) -> optax.GradientTransformation:
+    """optax's ``adaptive_grad_clip(clipping, eps, axis)``: each unit (a slice over ``axis``,
+    optax's defaults by rank when None) of an update is scaled to at most
+    ``clipping * max(||W_unit||, eps)`` (norms by :func:`unitwise_norm`; the divisor is kept
+    ``>= 1e-6`` as optax does). :func:`adaptive_grad_clip` is the same rule named by the output
+    axis. Needs ``params``. Stateless.
+
+    Examples:
+        >>> import jax.numpy as jnp
+        >>> tx = agc_by_axes(0.01, axis=1)
+        >>> g, _ = tx.update(jnp.array([[3.0, 4.0]]), tx.init(None), jnp.array([[100.0, 0.0]]))
+        >>> [round(float(v), 6) for v in g[0]]
+        [0.6, 0.8]
+    """
+    check.positive("clipping", clipping)
+    check.positive("eps", eps)
+
+    def clip_unit(g: Array, p: Array) -> Array:
+        g_norm, p_norm = unitwise_norm(g, axis), unitwise_norm(p, axis)
+        max_norm = clipping * jnp.maximum(p_norm, eps)
+        clipped = g * (max_norm / jnp.maximum(g_norm, 1e-6))
+        return jnp.where(g_norm < max_norm, g, clipped)
+
+    def update_fn(updates: Any, state: Any, params: Any = None) -> tuple[Any, Any]:
+        if params is None:
+            raise ValueError(
+                "agc_by_axes needs the parameters: call update(updates, state, params). "
+                "Received: params=None"
+            )
+        return jax.tree.map(clip_unit, updates, params), state
+
+    return optax.GradientTransformation(lambda params: optax.EmptyState(), update_fn)
+
+
+def clip_by_block_rms(threshold: float) -> optax.GradientTransformation:
+    """optax's ``clip_by_block_rms``: each leaf (a "block") divided by
+    ``max(1, rms(leaf) / threshold)``, the RMS computed without overflow. Stateless.
+
+    Examples:
+        >>> import jax.numpy as jnp
+        >>> tx = clip_by_block_rms(1.0)
+        >>> g, _ = tx.update({"w": jnp.array([3.0, 4.0]), "b": jnp.array([0.5])}, tx.init(None))
+        >>> [round(float(v), 6) for v in g["w"]], float(g["b"][0])
+        ([0.848528, 1.131371], 0.5)
+    """
+    limit = check.positive("threshold", threshold)
+
+    def clip_block(u: Array) -> Array:
+        u = jnp.asarray(u)
+        rms = _scaled_root(u, tuple(range(u.ndim)), mean=True).reshape(())
+        return u / jnp.maximum(1.0, rms / limit)
+
+    def update_fn(updates: Any, state: Any, params: Any = None) -> tuple[Any, Any]:
+        return jax.tree.map(clip_block, updates), state
+
+    return optax.GradientTransformation(lambda params: optax.EmptyState(), update_fn)

@@ -5,17 +5,23 @@ Each reproduces one library's arithmetic (its source file is cited) so that
 DeepSpeed, torch's ``CosineAnnealingLR`` stepped past ``T_max``), hard cosine restarts
 (transformers), timm's restart cycles (cosine with ``k_decay``, tanh, poly), torch's
 ``CyclicLR``, a logarithmic ramp (DeepSpeed), an exponential ramp and RAdam's warmup factor
-(``pytorch_warmup``) and a constant offset. (Their product is ``steadystep.product``.)
+(``pytorch_warmup``), a constant offset, DeepSpeed's one-cycle stairs and linear factors, and
+two host-evaluated shapes: timm's LR noise and schedules made of a Python callable (torch's
+``LambdaLR``/``MultiplicativeLR``). (Their product is ``steadystep.product``.)
 """
 
 from __future__ import annotations
 
+import functools
 import math
+import random
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
+
+import numpy as np
 
 from .. import _check as check
-from ._base import Array, Namespace, Schedule, power_of
+from ._base import Array, Namespace, Schedule, is_numpy, power_of
 from ._primitives import Span
 
 
@@ -363,6 +369,330 @@ class RAdamWarmup(Schedule, spec_name="radam_warmup"):
         )
 
 
+@dataclass(frozen=True, repr=False)
+class StairCycle(Schedule, spec_name="stair_cycle"):
+    """DeepSpeed's ``OneCycle`` triangle, optionally in stairs: from ``base`` to ``peak`` over
+    ``up`` steps and back over ``down`` (``down=0``: a saw tooth), repeating every
+    ``up + down``.
+
+    With ``T = up + down``, ``x = 1 + t / T - floor(1 + t / T)`` and ``r = up / T``, the
+    continuous height is ``h = x / r`` if ``x <= r`` else ``(x - 1) / (r - 1)``. With ``n``
+    stairs (``up_stairs`` while ``x <= r``, else ``down_stairs``; 0 means continuous) and
+    ``c = t mod T``, ``h = floor(p) / n`` where ``p = c * n / up`` if ``c <= up`` else
+    ``(T - c) * n / down``. The value is ``base + (peak - base) * h``; ``peak < base`` gives
+    the momentum curve.
+
+    >>> s = stair_cycle(0.0, 1.0, up=4, down=4, up_stairs=2, down_stairs=2)
+    >>> [s(t) for t in range(9)]
+    [0.0, 0.0, 0.5, 0.5, 1.0, 0.5, 0.5, 0.0, 0.0]
+
+    References: DeepSpeed ``deepspeed/runtime/lr_schedules.py`` (``OneCycle._get_scale_factor``).
+    """
+
+    base: float
+    peak: float
+    up: float
+    down: float
+    up_stairs: int = 0
+    down_stairs: int = 0
+    positional = ("base", "peak", "up", "down", "up_stairs", "down_stairs")
+
+    def __post_init__(self) -> None:
+        _set(self, "base", check.number("base", self.base))
+        _set(self, "peak", check.number("peak", self.peak))
+        _set(self, "up", check.positive("up", self.up))
+        _set(self, "down", check.nonnegative("down", self.down))
+        _set(self, "up_stairs", check.integer("up_stairs", self.up_stairs))
+        _set(self, "down_stairs", check.integer("down_stairs", self.down_stairs))
+
+    def _eval(self, t: Array, xp: Namespace) -> Array:
+        total = self.up + self.down
+        ratio = self.up / total
+        cycle = xp.floor(1.0 + t / total)
+        x = 1.0 + t / total - cycle
+        rising = x <= ratio
+        h = x / ratio
+        if self.down > 0:
+            h = xp.where(rising, h, (x - 1.0) / (ratio - 1.0))
+        if self.up_stairs or self.down_stairs:
+            n = xp.where(rising, float(self.up_stairs), float(self.down_stairs))
+            c = xp.remainder(t, total)
+            p = c * n / self.up
+            if self.down > 0:
+                p = xp.where(c <= self.up, p, (total - c) * n / self.down)
+            stairs = xp.floor(p) / xp.where(n > 0, n, 1.0)
+            h = xp.where(n > 0, stairs, h)
+        return self.base + (self.peak - self.base) * h
+
+
+@dataclass(frozen=True, repr=False)
+class LinearFactor(Schedule, spec_name="linear_factor"):
+    """``start * f`` (or ``start / f`` with ``inverse=True``) where ``f = 1 + rate * q`` and
+    ``q = t / every`` (``floor(t / every)`` with ``stairs=True``).
+
+    DeepSpeed's LR range test (``start * f``) and ``OneCycle``'s post-cycle phase (LR
+    ``start / f``, momentum ``start * f``).
+
+    >>> s = linear_factor(1.0, rate=1.0, every=2)
+    >>> s(0), s(1), s(4), linear_factor(1.0, 1.0, 2, stairs=True)(3)
+    (1.0, 1.5, 3.0, 2.0)
+    >>> linear_factor(1.0, 1.0, 2, inverse=True)(2)
+    0.5
+
+    References: DeepSpeed ``deepspeed/runtime/lr_schedules.py`` (``LRRangeTest._get_increase``,
+    ``OneCycle._get_decay_lr``, ``OneCycle._get_decay_mom``).
+    """
+
+    start: float
+    rate: float
+    every: float
+    stairs: bool = False
+    inverse: bool = False
+    positional = ("start", "rate", "every", "stairs", "inverse")
+
+    def __post_init__(self) -> None:
+        _set(self, "start", check.number("start", self.start))
+        _set(self, "rate", check.nonnegative("rate", self.rate))
+        _set(self, "every", check.positive("every", self.every))
+        check.flag("stairs", self.stairs)
+        check.flag("inverse", self.inverse)
+
+    def _eval(self, t: Array, xp: Namespace) -> Array:
+        q = xp.floor(t / self.every) if self.stairs else t / self.every
+        f = 1.0 + self.rate * q
+        return self.start / f if self.inverse else self.start * f
+
+
+@functools.lru_cache(maxsize=65536)
+def _torch_randn_until(seed: int, std: float, pct: float) -> float:
+    """The first ``x * std`` with ``|x * std| < pct``, ``x`` drawn by
+    ``torch.randn(1, generator=g)`` after ``g.manual_seed(seed)`` on the CPU, without torch.
+
+    torch's CPU generator is MT19937 seeded with the low 32 bits of the seed (NumPy's legacy
+    ``RandomState`` seeding is the same ``init_genrand``, read here through its public
+    ``get_state``); a one-element ``randn`` takes two 53-bit doubles ``u1, u2`` (each from two
+    32-bit words, high word first) and returns ``r cos(theta)`` as float32 with
+    ``r = sqrt(-2 log1p(-u2))``, ``theta = 2 pi u1``, keeping ``r sin(theta)`` for the next call.
+    """
+    key = np.random.RandomState(seed % 2**32).get_state(legacy=True)[1]  # type: ignore[index]
+    words = random.Random()
+    words.setstate((3, (*(int(k) for k in key), 624), None))
+
+    def uniform() -> float:
+        hi, lo = words.getrandbits(32), words.getrandbits(32)
+        return (((hi << 32) | lo) & (2**53 - 1)) * 2.0**-53
+
+    while True:
+        u1, u2 = uniform(), uniform()
+        r = math.sqrt(-2.0 * math.log1p(-u2))
+        for x in (r * math.cos(2.0 * math.pi * u1), r * math.sin(2.0 * math.pi * u1)):
+            noise = float(np.float32(x)) * std
+            if abs(noise) < pct:
+                return noise
+
+
+@dataclass(frozen=True, repr=False)
+class TimmNoise(Schedule, spec_name="timm_noise"):
+    """timm's LR noise on a schedule: ``v + v * n(t)`` for ``start <= t < end`` (``end=None``:
+    no end), ``v = schedule(t)``, where ``n(t)`` is the first normal draw times ``std`` with
+    ``|n| < pct`` from a torch CPU generator seeded with ``seed + t``.
+
+    A pure function of the step, reproduced bit for bit without torch (see
+    ``_torch_randn_until``). It is computed on the host: Python and NumPy steps only (a torch
+    or JAX array raises ``TypeError``; ``steadystep.torch.Scheduler`` evaluates on NumPy).
+
+    >>> s = timm_noise(constant(1.0), start=1, pct=0.67, std=1.0, seed=42)
+    >>> s(0), round(s(1), 6), round(s(2), 6)
+    (1.0, 0.351599, 1.058945)
+
+    References: timm ``timm/scheduler/scheduler.py`` (``Scheduler._add_noise``,
+    ``_calculate_noise``).
+    """
+
+    #: evaluated in Python on the host: no torch or JAX array steps (see the docstring)
+    host_only: ClassVar[bool] = True
+    schedule: Schedule
+    start: int = 0
+    end: int | None = None
+    pct: float = 0.67
+    std: float = 1.0
+    seed: int = 42
+    positional = ("schedule",)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.schedule, Schedule):
+            raise TypeError(
+                f"Argument `schedule` must be a schedule. Received: schedule={self.schedule!r}"
+            )
+        _set(self, "start", check.integer("start", self.start))
+        if self.end is not None:
+            _set(self, "end", check.integer("end", self.end, minimum=self.start))
+        _set(self, "pct", check.positive("pct", self.pct))
+        _set(self, "std", check.nonnegative("std", self.std))
+        _set(self, "seed", check.integer("seed", self.seed, minimum=-(2**63)))
+
+    @property
+    def length(self) -> float | None:
+        return None if self.end is None else max(self.end, self.schedule.length or 0)
+
+    def _eval(self, t: Array, xp: Namespace) -> Array:
+        if not is_numpy(xp):
+            raise TypeError(
+                "timm's LR noise (noise_range_t) is computed on the host: evaluate this "
+                "schedule at Python or NumPy steps, not at a torch or JAX array"
+            )
+        v = np.array(self.schedule._eval(t, xp), dtype=np.float64)
+        steps = np.broadcast_to(t, v.shape)
+        flat, at = v.reshape(-1), steps.reshape(-1)
+        for i in np.flatnonzero(
+            (at >= self.start) & (at < (math.inf if self.end is None else self.end))
+        ):
+            noise = _torch_randn_until(self.seed + int(at[i]), self.std, self.pct)
+            flat[i] = flat[i] + flat[i] * noise
+        return flat.reshape(v.shape)
+
+
+FUNCTION_KINDS = ("value", "product", "cycle")
+_CHECKPOINT = 1024  # steps between cached running products of a "product" function
+
+
+def _callable_name(fn: Any) -> str:
+    module = getattr(fn, "__module__", None) or type(fn).__module__
+    name = getattr(fn, "__qualname__", None) or type(fn).__qualname__
+    return f"{module}.{name}"
+
+
+@dataclass(frozen=True, repr=False)
+class PythonFunction(Schedule, spec_name="python_function"):
+    """A schedule made of a Python callable ``fn`` of the step (torch's ``LambdaLR``,
+    ``MultiplicativeLR``, ``CyclicLR(scale_fn=...)``), evaluated on the host:
+
+    - ``"value"``: ``scale * fn(t)``;
+    - ``"product"``: ``scale * fn(1) * fn(2) * ... * fn(t)``, multiplied left to right as torch
+      does, from running products cached every 1024 steps (each use re-calls ``fn`` at the
+      cached step and raises if it changed: ``fn`` must be a function of the step alone);
+    - ``"cycle"``: ``scale * fn(floor(1 + t / period))`` (``CyclicLR``'s ``scale_mode="cycle"``).
+
+    A callable is not spec text: ``repr`` names it (``name``) and records its first values
+    (``probe``) so that a resumed run can check it was rebuilt with the same function, but the
+    text alone cannot evaluate (``fn`` is None after :func:`steadystep.parse`).
+
+    >>> s = python_function(lambda t: 0.5**t, "product", scale=2.0)
+    >>> s(0), s(1), s(3)
+    (2.0, 1.0, 0.03125)
+    """
+
+    host_only: ClassVar[bool] = True
+    fn: Any
+    kind: str = "value"
+    scale: float = 1.0
+    period: float = 1.0
+    name: str = ""
+    probe: tuple[float, ...] = ()
+    positional = ("fn", "kind")
+
+    def __post_init__(self) -> None:
+        check.choice("kind", self.kind, FUNCTION_KINDS)
+        _set(self, "scale", check.number("scale", self.scale))
+        _set(self, "period", check.positive("period", self.period))
+        if not isinstance(self.name, str):
+            raise TypeError(f"Argument `name` must be a string. Received: name={self.name!r}")
+        if self.fn is None:  # rebuilt from spec text: an identity for comparison only
+            _set(self, "probe", check.numbers_tuple("probe", self.probe))
+            return
+        if not callable(self.fn):
+            raise TypeError(
+                f"Argument `fn` must be a callable of the step. Received: fn={self.fn!r}"
+            )
+        _set(self, "name", self.name or _callable_name(self.fn))
+        first = 1 if self.kind != "value" else 0
+        _set(self, "probe", tuple(self._call(k) for k in range(first, first + 4)))
+        _set(self, "_cache", ([self.scale], [1.0]))  # running products, factor at each
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, PythonFunction):
+            return NotImplemented
+        return (self.kind, self.scale, self.period, self.name, self.probe) == (
+            other.kind,
+            other.scale,
+            other.period,
+            other.name,
+            other.probe,
+        )
+
+    def __hash__(self) -> int:
+        return hash((self.kind, self.scale, self.period, self.name, self.probe))
+
+    def to_dict(self) -> dict[str, Any]:
+        out = super().to_dict()
+        out["fn"] = None
+        return out
+
+    def __repr__(self) -> str:
+        fields = f"kind={self.kind!r}, scale={self.scale!r}, period={self.period!r}"
+        return f"python_function(None, {fields}, name={self.name!r}, probe={list(self.probe)!r})"
+
+    def _call(self, step: int) -> float:
+        value = self.fn(step)
+        try:
+            out = float(value)
+        except (TypeError, ValueError):
+            raise TypeError(
+                f"{self.name}({step}) must return a number. Received: {value!r}"
+            ) from None
+        if not math.isfinite(out):
+            raise ValueError(f"{self.name}({step}) must return a finite number. Received: {out!r}")
+        return out
+
+    def _product(self, steps: list[int]) -> dict[int, float]:
+        """``scale * fn(1) * ... * fn(t)`` for each ``t`` in ``steps`` (sorted, unique)."""
+        products, factors = self._cache  # type: ignore[attr-defined]
+        out: dict[int, float] = {}
+        at, p = -1, 0.0
+        for t in steps:
+            c = t // _CHECKPOINT
+            if not (0 <= at <= t and at // _CHECKPOINT == c):
+                while len(products) <= c:  # extend the cache to checkpoint c, once
+                    q, start = products[-1], (len(products) - 1) * _CHECKPOINT
+                    for k in range(start + 1, start + _CHECKPOINT + 1):
+                        q = q * self._call(k)
+                    products.append(q)
+                    factors.append(self._call(start + _CHECKPOINT))
+                if c and self._call(c * _CHECKPOINT) != factors[c]:
+                    raise ValueError(
+                        f"{self.name} gave a different value at step {c * _CHECKPOINT} than "
+                        "before: a multiplicative schedule needs a function of the step alone"
+                    )
+                at, p = c * _CHECKPOINT, products[c]
+            for k in range(at + 1, t + 1):
+                p = p * self._call(k)
+            at = t
+            out[t] = p
+        return out
+
+    def _eval(self, t: Array, xp: Namespace) -> Array:
+        if self.fn is None:
+            raise ValueError(
+                f"This python_function schedule ({self.name}) was read from text and has no "
+                "callable: rebuild it from the function (e.g. compat.torch.LambdaLR(lr, fn))"
+            )
+        if not is_numpy(xp):
+            raise TypeError(
+                f"A schedule made of a Python callable ({self.name}) is evaluated on the host: "
+                "call it at Python or NumPy steps, not at a torch or JAX array"
+            )
+        steps = np.asarray(t, dtype=np.float64)
+        unique = sorted({int(v) for v in steps.reshape(-1)})
+        if self.kind == "product":
+            values = self._product(unique)
+        elif self.kind == "cycle":
+            values = {v: self.scale * self._call(math.floor(1 + v / self.period)) for v in unique}
+        else:
+            values = {v: self.scale * self._call(v) for v in unique}
+        flat = np.array([values[int(v)] for v in steps.reshape(-1)], dtype=np.float64)
+        return flat.reshape(steps.shape)
+
+
 cosine_wave = CosineWave
 cosine_restarts = CosineRestarts
 shift = Shift
@@ -371,6 +701,10 @@ cyclic = Cyclic
 log_ramp = LogRamp
 exponential_ramp = ExponentialRamp
 radam_warmup = RAdamWarmup
+stair_cycle = StairCycle
+linear_factor = LinearFactor
+timm_noise = TimmNoise
+python_function = PythonFunction
 
 __all__ = [
     "CosineRestarts",
@@ -378,15 +712,23 @@ __all__ = [
     "Cycles",
     "Cyclic",
     "ExponentialRamp",
+    "LinearFactor",
     "LogRamp",
+    "PythonFunction",
     "RAdamWarmup",
     "Shift",
+    "StairCycle",
+    "TimmNoise",
     "cosine_restarts",
     "cosine_wave",
     "cycles",
     "cyclic",
     "exponential_ramp",
+    "linear_factor",
     "log_ramp",
+    "python_function",
     "radam_warmup",
     "shift",
+    "stair_cycle",
+    "timm_noise",
 ]
