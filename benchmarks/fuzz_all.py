@@ -25,10 +25,10 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def _targets() -> list[tuple[str, Callable[[], None]]]:
-    from tests import test_fuzz_cli, test_fuzz_spec, test_fuzz_state
+    from tests import test_fuzz_checkpoint, test_fuzz_cli, test_fuzz_spec, test_fuzz_state
 
     out: list[tuple[str, Callable[[], None]]] = []
-    for module in (test_fuzz_spec, test_fuzz_state, test_fuzz_cli):
+    for module in (test_fuzz_spec, test_fuzz_state, test_fuzz_cli, test_fuzz_checkpoint):
         for name in sorted(vars(module)):
             fn = getattr(module, name)
             if not name.startswith("test_") or not hasattr(fn, "hypothesis"):
