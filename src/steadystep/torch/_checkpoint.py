@@ -255,7 +255,8 @@ def _atomic_save(payload: Any, target: Path) -> None:
             f.write(struct.pack("<H", _COMMENT) + _TAG + stream.hash.hexdigest().encode())
             f.flush()
             os.fsync(f.fileno())
-        _read(tmp, "cpu", mmap=True)  # reads back as load_checkpoint reads it
+        # it must read back (its hash was taken from the very bytes written: not hashed again)
+        _read(tmp, "cpu", saving=True)
         os.replace(tmp, target)
     except BaseException:
         with contextlib.suppress(OSError):
@@ -276,15 +277,22 @@ def _fsync_directory(directory: Path) -> None:
 
 
 # -- reading ------------------------------------------------------------------------------------
-def _read(source: Path, map_location: Any, *, mmap: bool = False) -> dict[str, Any]:
-    """The checkpoint's ``states``, its integrity checked; any malformed file is a ValueError."""
+def _read(source: Path, map_location: Any, *, saving: bool = False) -> dict[str, Any]:
+    """The checkpoint's ``states``, its integrity checked; any malformed file is a ValueError.
+
+    ``saving``: the read-back of a file just written, memory-mapped (tensor bytes not read).
+    """
     with open(source, "rb") as f:
         try:
-            _verify(f)
-            f.seek(0)
-            # mmap (saving: the read-back check) needs the path; loading reads the checked file
+            if not saving:
+                _verify(f)
+                f.seek(0)
+            # mmap needs the path; loading reads the very file object it checked
             data = torch.load(
-                source if mmap else f, map_location=map_location, weights_only=True, mmap=mmap
+                source if saving else f,
+                map_location=map_location,
+                weights_only=True,
+                mmap=saving,
             )
         except Exception as exc:
             raise ValueError(
