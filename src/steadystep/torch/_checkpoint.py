@@ -238,6 +238,9 @@ class _Hashing:
     def flush(self) -> None:
         self.f.flush()
 
+    def fileno(self) -> int:
+        return self.f.fileno()
+
 
 def _atomic_save(payload: Any, target: Path) -> None:
     tmp = target.with_name(f".{target.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
