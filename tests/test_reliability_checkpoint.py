@@ -350,7 +350,7 @@ def _broken(states: dict[str, Any], name: str) -> dict[str, Any]:
     if name == "model":
         states["model"] = {**states["model"], "bias": torch.zeros(7)}
     elif name == "model keys":
-        states["model"] = {"weight": states["model"]["weight"]}
+        states["model"] = {"weight": states["model"]["weight"], 3: torch.zeros(3)}
     elif name == "scheduler":
         states["scheduler"] = {**states["scheduler"], "schedules": ["constant(value=1.0)"]}
     elif name == "zclip":

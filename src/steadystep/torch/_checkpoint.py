@@ -364,7 +364,8 @@ def _check_module_state(module: torch.nn.Module, saved: Any, name: str, source: 
     if not isinstance(saved, Mapping):
         raise refuse(f"it is a {type(saved).__name__}, not a state dict")
     own = module.state_dict()
-    missing, unexpected = sorted(set(own) - set(saved)), sorted(set(saved) - set(own))
+    missing = sorted(set(own) - set(saved), key=str)
+    unexpected = sorted(set(saved) - set(own), key=str)
     if missing or unexpected:
         raise refuse(f"missing keys {missing[:10]}, unexpected keys {unexpected[:10]}")
     for key, value in own.items():
