@@ -25,10 +25,23 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def _targets() -> list[tuple[str, Callable[[], None]]]:
-    from tests import test_fuzz_cli, test_fuzz_spec, test_fuzz_state
+    from tests import (
+        test_fuzz_checkpoint,
+        test_fuzz_cli,
+        test_fuzz_spec,
+        test_fuzz_spec_roundtrip,
+        test_fuzz_state,
+    )
 
+    modules = (
+        test_fuzz_spec,
+        test_fuzz_spec_roundtrip,
+        test_fuzz_state,
+        test_fuzz_cli,
+        test_fuzz_checkpoint,
+    )
     out: list[tuple[str, Callable[[], None]]] = []
-    for module in (test_fuzz_spec, test_fuzz_state, test_fuzz_cli):
+    for module in modules:
         for name in sorted(vars(module)):
             fn = getattr(module, name)
             if not name.startswith("test_") or not hasattr(fn, "hypothesis"):
@@ -58,7 +71,9 @@ def run_hypothesis(only: list[str]) -> bool:
             ok = False
             traceback.print_exc()
         seconds = time.perf_counter() - start
-        inputs = sum(COUNTS.values())
+        inputs = sum(n for key, n in COUNTS.items() if not key.endswith(": accepted"))
+        accepted = [f"{n} accepted" for key, n in COUNTS.items() if key.endswith(": accepted")]
+        outcome = " ".join([outcome, *accepted])
         print(f"{name:<62} {inputs:>7} {seconds:>8.1f}  {outcome}", flush=True)
     return ok
 

@@ -269,3 +269,58 @@ def test_import_steadystep_stays_light() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.stdout.strip() == "[]", out.stderr
+
+
+# -- pathological input ---------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "value",
+    [
+        "-" * 5000 + "1",  # Python's parser recurses once per sign
+        "~" * 5000 + "1",
+        "not " * 3000 + "1",
+        "[" * 5000,
+        "1+" * 6000 + "1",  # over the length limit
+        "1" + "0" * 400,  # an int too big for a float
+        "1e999",
+    ],
+    ids=["unary minus", "invert", "not", "brackets", "huge expression", "huge int", "inf"],
+)
+def test_pathological_set_values_are_usage_errors(
+    capsys: pytest.CaptureFixture[str], value: str
+) -> None:
+    pytest.importorskip("steadystep.compat.transformers")
+    code, _, err = run_main(
+        capsys, "show", "transformers:cosine", "--set", f"num_training_steps={value}"
+    )
+    assert code == 2 and "Traceback" not in err
+    assert err.startswith("steadystep: error:") and len(err) < 2000
+
+
+def test_a_pathological_set_value_in_a_subprocess_exits_2() -> None:
+    pytest.importorskip("steadystep.compat.transformers")
+    result = run_cli(
+        "show", "transformers:cosine", "--set", "num_training_steps=" + "-" * 5000 + "1"
+    )
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "nested too deeply" in result.stderr
+
+
+def test_yaml_exponents_without_a_dot_are_numbers(tmp_path: Path) -> None:
+    pytest.importorskip("yaml")
+    path = tmp_path / "s.yaml"
+    path.write_text("type: cosine\nstart: 1e-3\nend: 1.0e-5\nsteps: 1e3\n")
+    assert cli.load_schedule(str(path)) == ss.cosine(1e-3, 1e-5, steps=1000.0)
+    path.write_text("type: constant\nvalue: '1e-3'\n")  # quoted: still a string, refused
+    with pytest.raises(cli.CLIError, match="value"):
+        cli.load_schedule(str(path))
+    path.write_text("type: linear\nstart: +.5E+3\nend: -2_0e-1\nsteps: 10\n")
+    assert cli.load_schedule(str(path)) == ss.linear(500.0, -2.0, steps=10)
+
+
+@pytest.mark.parametrize("name", ["configs", "configs.yaml", "s.json"])
+def test_a_directory_for_a_spec_file_is_a_usage_error(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, name: str
+) -> None:
+    (tmp_path / name).mkdir()
+    code, _, err = run_main(capsys, "show", str(tmp_path / name))
+    assert code == 2 and "is a directory" in err and "Traceback" not in err

@@ -49,6 +49,7 @@ __all__ = ["CLIError", "load_schedule", "main"]
 
 _DEFAULT_STEPS = 1000
 _MAX_STEP = 2**53  # steps are evaluated as float64
+_MAX_SET = 10_000  # characters of one --set value
 _COMPAT = re.compile(r"^([a-z_][a-z0-9_]*):([A-Za-z_][A-Za-z0-9_]*)$")
 
 
@@ -61,11 +62,17 @@ class CLIError(Exception):
 
 
 # -- resolving a SPEC ---------------------------------------------------------------------------
-def _literal(text: str) -> Any:
+def _literal(key: str, text: str) -> Any:
+    if len(text) > _MAX_SET:
+        raise CLIError(f"--set {key}=...: a value longer than {_MAX_SET} characters")
     try:
         return ast.literal_eval(text)
     except (ValueError, SyntaxError):
         return text  # a bare word: a string
+    except (RecursionError, MemoryError):  # e.g. thousands of unary signs: Python's parser gives up
+        raise CLIError(
+            f"--set {key}=...: the value is nested too deeply to read ({text[:40]!r}...)"
+        ) from None
 
 
 def _options(pairs: Sequence[str]) -> dict[str, Any]:
@@ -73,9 +80,29 @@ def _options(pairs: Sequence[str]) -> dict[str, Any]:
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep or not key.isidentifier():
-            raise CLIError(f"--set takes KEY=VALUE with KEY a name. Received: {pair!r}")
-        out[key] = _literal(value)
+            raise CLIError(f"--set takes KEY=VALUE with KEY a name. Received: {pair[:200]!r}")
+        out[key] = _literal(key, value)
     return out
+
+
+#: a float in the YAML 1.2 core schema that YAML 1.1 (PyYAML) reads as a string: an exponent
+#: without a dot or without a sign (``1e-3``, ``1.0e3``, ``.5e3``)
+_YAML_FLOAT = re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$")
+
+
+def _yaml_load(text: str, path: Path) -> Any:
+    try:
+        import yaml
+    except ImportError:
+        raise CLIError(
+            f"reading {str(path)!r} needs PyYAML: pip install pyyaml (or use JSON)"
+        ) from None
+
+    class Loader(yaml.SafeLoader):
+        pass
+
+    Loader.add_implicit_resolver("tag:yaml.org,2002:float", _YAML_FLOAT, list("-+0123456789."))
+    return yaml.load(text, Loader=Loader)  # a SafeLoader: builds plain values only
 
 
 def _from_file(path: Path) -> ss.Schedule:
@@ -85,18 +112,12 @@ def _from_file(path: Path) -> ss.Schedule:
         raise CLIError(f"cannot read schedule file {str(path)!r}: {exc}") from None
     try:
         if path.suffix.lower() in (".yaml", ".yml"):
-            try:
-                import yaml
-            except ImportError:
-                raise CLIError(
-                    f"reading {str(path)!r} needs PyYAML: pip install pyyaml (or use JSON)"
-                ) from None
-            data = yaml.safe_load(text)
+            data = _yaml_load(text, path)
         else:
             data = json.loads(text)
-    except (ValueError, ImportError) as exc:  # JSONDecodeError and yaml.YAMLError
-        raise CLIError(f"malformed schedule file {str(path)!r}: {exc}") from None
-    except Exception as exc:  # yaml.YAMLError is not a ValueError
+    except CLIError:
+        raise
+    except Exception as exc:  # JSONDecodeError, yaml.YAMLError (not a ValueError), RecursionError
         raise CLIError(f"malformed schedule file {str(path)!r}: {exc}") from None
     if not isinstance(data, (str, dict)):
         raise CLIError(
@@ -139,8 +160,10 @@ def _from_compat(lib: str, name: str, options: dict[str, Any], steps: int | None
             result = func(**options)
     except CLIError:
         raise
-    except (ValueError, TypeError) as exc:
-        raise CLIError(f"{lib}:{name}: {exc}") from None
+    except (ValueError, TypeError, ArithmeticError, RecursionError) as exc:  # 1e999, 10**400
+        text = str(exc)  # it may quote a huge --set value
+        text = text if len(text) <= 500 else f"{text[:400]}... ({len(text)} characters)"
+        raise CLIError(f"{lib}:{name}: {text}") from None
     if not isinstance(result, ss.Schedule):
         raise CLIError(
             f"{lib}:{name} gives a {type(result).__name__}, not a schedule; "
@@ -171,6 +194,8 @@ def load_schedule(
     if options:
         raise CLIError("--set applies to LIB:NAME specs only (e.g. transformers:cosine)")
     path = Path(spec)
+    if "(" not in spec and _is_dir(path):
+        raise CLIError(f"{spec!r} is a directory; a SPEC is spec text or a .json/.yaml file")
     if path.suffix.lower() in (".json", ".yaml", ".yml") or ("(" not in spec and _is_file(path)):
         if not _is_file(path):
             raise CLIError(f"schedule file {spec!r} does not exist")
@@ -187,6 +212,13 @@ def _is_file(path: Path) -> bool:
     try:
         return path.is_file()
     except OSError:  # e.g. a name longer than the file system allows: not a file
+        return False
+
+
+def _is_dir(path: Path) -> bool:
+    try:
+        return path.is_dir()
+    except OSError:
         return False
 
 

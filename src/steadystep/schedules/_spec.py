@@ -397,7 +397,7 @@ def parse(spec: str | Mapping[str, Any]) -> Schedule:
     7 unknown schedule 'cosin'
     """
     if isinstance(spec, Mapping):
-        return _from_dict(spec, "spec")
+        return _printable(_from_dict(spec, "spec"))
     if not isinstance(spec, str):
         raise TypeError(
             f"Argument `spec` must be spec text or a dict. Received: spec={spec!r} "
@@ -411,8 +411,23 @@ def parse(spec: str | Mapping[str, Any]) -> Schedule:
             data = json.loads(stripped)
         except (json.JSONDecodeError, RecursionError) as exc:
             raise SpecError(f"invalid JSON: {exc}") from None
-        return _from_dict(data, "spec")
+        return _printable(_from_dict(data, "spec"))
     value = _Parser(spec).parse()
     if not isinstance(value, Schedule):
         raise SpecError(f"a spec must describe a schedule, not {value!r}", spec, 0)
-    return value
+    return _printable(value)
+
+
+def _printable(s: Schedule) -> Schedule:
+    """``s``, if its spec text is within the length limit, so that ``parse(repr(s))`` reads it.
+
+    (Spec text can print longer than it was written: ``1e15`` prints as
+    ``1000000000000000.0``, positional arguments print with their names.)
+    """
+    n = len(repr(s))
+    if n > _MAX_LENGTH:
+        raise SpecError(
+            f"the schedule's spec text, repr(schedule), would be {n} characters, over the limit "
+            f"of {_MAX_LENGTH} that parse reads"
+        )
+    return s

@@ -119,14 +119,23 @@ class Scheduler(LRScheduler):
         relative: if True the value is ``schedule(step) * initial``, ``initial`` being each
             group's value at construction (stored in the state dict), so that ratios between
             groups (layer-wise LR decay) survive; the schedule is then a multiplier, e.g.
-            ``ss.cosine(1.0, 0.0, steps)``.
-        tensor: if True each group's value is a 0-dim tensor on its parameters' device (kept
-            as is if the group already holds a tensor; float32 otherwise, as
-            ``torch.tensor(0.01)``), updated in place with ``copy_`` from values computed on
-            that device: no host sync, and no new tensor per step, so a ``torch.compile``\\ d
+            ``ss.cosine(1.0, 0.0, steps)``. For ``param="lr"``, a group's ``initial_lr`` is
+            its initial value where a torch scheduler set one (torch's schedulers, e.g. a
+            warmup ``LambdaLR``, may already have changed ``lr``). A scheduled group whose
+            initial value is 0 (or not finite) is refused: every value would be 0; give that
+            group the schedule ``None`` to leave it alone.
+        tensor: if True each group's value is a 0-dim tensor on its parameters' device
+            (float32, as ``torch.tensor(0.01)``), updated in place from values computed on that
+            device: no host sync, and no new tensor per step, so a ``torch.compile``\\ d
             ``optimizer.step`` (or a captured CUDA graph) does not recompile when the value
             changes. Torch accepts tensor ``lr`` (and Adam's betas); eager CUDA Adam needs
-            ``capturable=True`` or ``fused=True`` for a tensor LR.
+            ``capturable=True`` or ``fused=True`` for a tensor LR. A group that already holds
+            a tensor (``lr=torch.tensor(0.01)``, torch's recipe for ``torch.compile``) keeps
+            that very tensor whatever ``tensor`` says, as torch's own schedulers do: any
+            1-element floating tensor, filled in place in its own dtype and device. Torch
+            gives every group the *same* tensor when the optimizer is built with
+            ``lr=torch.tensor(...)``; a group that shares it with an earlier group but gets
+            other values gets its own copy (``clone()``), so each group has its own value.
         process_group: averages the metrics passed to ``step(metric)`` over this
             ``torch.distributed`` group (one all-reduce per evaluation), so that ranks that
             measured different local metrics take the same plateau decision. Leave it None
@@ -192,17 +201,15 @@ class Scheduler(LRScheduler):
         self.tensor = tensor
         self._metrics = MetricFeed(self.schedules, process_group)
         self._live = list(self.schedules)  # the schedules with their applied reductions
-        #: each group's value at construction (the multipliers' base with ``relative=True``)
+        #: each group's initial value (the multipliers' base with ``relative=True``)
         self.base_lrs: list[float | torch.Tensor] = [
-            _as_float(self._get(g), i) for i, g in enumerate(groups)
+            _as_float(self._initial(g), f"param_groups[{i}][{self.param!r}]")
+            for i, g in enumerate(groups)
         ]
-        self._bases: list[float] | None = [float(b) for b in self.base_lrs] if relative else None
-        self._tensors: list[torch.Tensor | None] = [None] * len(groups)
-        if tensor:
-            self._tensors = [
-                None if s is None else self._install_tensor(g)
-                for s, g in zip(self.schedules, groups, strict=True)
-            ]
+        self._bases: list[float] | None = None
+        if relative:
+            self._bases = _check_bases(self.base_lrs, self.schedules, "the initial values")
+        self._tensors = self._install_tensors(groups)
 
         self._counter = _UpdateCounter()
         self._hook = _innermost(optimizer).register_step_post_hook(_make_hook(self._counter))
@@ -261,8 +268,12 @@ class Scheduler(LRScheduler):
         return list(self._metrics.reductions)
 
     def get_last_lr(self) -> list[Any]:
-        """Each group's current value (tensors are copies, as in torch)."""
-        return [t.clone() if isinstance(t, torch.Tensor) else t for t in self._last_lr]
+        """Each group's current value; tensors are 0-dim copies (no host sync), which
+        ``float()``, f-strings, TensorBoard and Lightning's ``log`` take as numbers."""
+        return [
+            t.detach().reshape(()).clone() if isinstance(t, torch.Tensor) else t
+            for t in self._last_lr
+        ]
 
     def get_lr(self) -> list[Any]:
         """Same as :meth:`get_last_lr`: values are a function of the step, nothing to compute."""
@@ -342,10 +353,7 @@ class Scheduler(LRScheduler):
         if self.relative:
             if not (isinstance(bases, list) and len(bases) == len(self.schedules)):
                 raise ValueError(f'state_dict["bases"] must be one number per group: {bases!r}')
-            loaded = [_as_float(b, i) for i, b in enumerate(bases)]
-            if not all(math.isfinite(b) for b in loaded):
-                raise ValueError(f'state_dict["bases"] must be finite numbers: {bases!r}')
-            self._bases = loaded
+            self._bases = _check_bases(bases, self.schedules, 'state_dict["bases"]')
             self._block_start = _STALE
         self._metrics.commit(metrics)
         self._live = self._metrics.live(self.schedules)
@@ -357,17 +365,21 @@ class Scheduler(LRScheduler):
     # -- internals ------------------------------------------------------------------------------
     def _check_same_schedules(self, saved: list[Any]) -> None:
         diffs = []
+        texts: dict[int, str] = {}  # id(schedule) -> repr: groups sharing one print it once
         for i, (text, current) in enumerate(zip(saved, self.schedules, strict=True)):
-            if text is None and current is None:
+            now = None if current is None else texts.setdefault(id(current), repr(current))
+            # repr is canonical spec text (parse(repr(s)) == s), so equal text is the same
+            # schedule, however long: parse's length limit (for untrusted text) never applies
+            if text == now:
                 continue
             try:
                 old = None if text is None else parse(text)
             except (SpecError, TypeError) as exc:
                 raise ValueError(
-                    f"group {i}: saved schedule {text!r} is not valid: {exc}"
+                    f"group {i}: saved schedule {_short(text)} is not valid: {_short(str(exc))}"
                 ) from None
             if old != current:
-                diffs.append(f"  group {i}: saved {text}; now {current!r}")
+                diffs.append(f"  group {i}: saved {_short(text)}; now {_short(now)}")
         if diffs:
             raise ValueError(
                 "The state dict was saved with a different schedule:\n"
@@ -401,14 +413,40 @@ class Scheduler(LRScheduler):
             old[self._index] = value
             group[self._key] = tuple(old)
 
-    def _install_tensor(self, group: dict[str, Any]) -> torch.Tensor:
-        current = self._get(group)
-        if isinstance(current, torch.Tensor) and current.ndim == 0:
-            return current
-        device = next((p.device for p in group["params"]), torch.device("cpu"))
-        t = torch.tensor(float(current), dtype=torch.float32, device=device)
-        self._set(group, t)
-        return t
+    def _initial(self, group: Mapping[str, Any]) -> Any:
+        # torch's schedulers record the LR they started from in "initial_lr" (and may have
+        # changed "lr" already: a warmup LambdaLR sets it to lr * lambda(0) at construction)
+        if self._key == "lr" and self._index is None and "initial_lr" in group:
+            return group["initial_lr"]
+        return self._get(group)
+
+    def _same_values(self, i: int, j: int) -> bool:
+        a, b = self.schedules[i], self.schedules[j]
+        if a is None or b is None:
+            return a is b
+        return a == b and (self._bases is None or self._bases[i] == self._bases[j])
+
+    def _install_tensors(self, groups: list[dict[str, Any]]) -> list[torch.Tensor | None]:
+        """The tensor each scheduled group's value is written into, or None for a float."""
+        tensors: list[torch.Tensor | None] = []
+        holder: dict[int, int] = {}  # id(tensor) -> the first group holding it
+        for i, group in enumerate(groups):
+            current = self._get(group)
+            if isinstance(current, torch.Tensor):
+                _check_tensor(current, f"param_groups[{i}][{self.param!r}]")
+                j = holder.setdefault(id(current), i)
+                if j != i and not self._same_values(i, j):
+                    current = current.detach().clone()  # shared with a group of other values
+                    self._set(group, current)
+                    holder[id(current)] = i
+            elif self.tensor and self.schedules[i] is not None:
+                device = next((p.device for p in group["params"]), torch.device("cpu"))
+                current = torch.tensor(float(current), dtype=torch.float32, device=device)
+                self._set(group, current)
+            else:
+                current = None
+            tensors.append(None if self.schedules[i] is None else current)
+        return tensors
 
     def _fill_blocks(self, start: int) -> None:
         cache: dict[Any, Any] = {}
@@ -449,7 +487,7 @@ class Scheduler(LRScheduler):
                 f"{len(self._blocks)}. Build a new Scheduler after add_param_group()."
             )
         last: list[Any] = []
-        dst: list[torch.Tensor] = []
+        dst: dict[int, torch.Tensor] = {}  # by id: groups sharing one tensor write it once
         src: list[torch.Tensor] = []
         for g, group in enumerate(groups):
             block = self._blocks[g]
@@ -465,12 +503,14 @@ class Scheduler(LRScheduler):
             else:
                 if self._get(group) is not t:  # e.g. optimizer.load_state_dict replaced it
                     self._set(group, t)
-                dst.append(t)
-                src.append(block[i])
+                if id(t) not in dst:
+                    dst[id(t)] = t
+                    src.append(block[i])
                 value = t
             last.append(value)
         if dst:  # one in-place copy for all groups, on device, no host sync
-            torch._foreach_copy_(dst, src)
+            with torch.no_grad():  # also into a tensor LR that requires grad
+                torch._foreach_copy_(list(dst.values()), src)
         self._last_lr = last
 
     def __repr__(self) -> str:
@@ -490,6 +530,11 @@ class Scheduler(LRScheduler):
         self._counter = _UpdateCounter()
         self._hook = _innermost(self.optimizer).register_step_post_hook(_make_hook(self._counter))
         self._seen = 0
+
+
+def _short(value: Any, limit: int = 300) -> str:
+    text = value if isinstance(value, str) else repr(value)
+    return text if len(text) <= limit else f"{text[: limit - 40]}... ({len(text)} characters)"
 
 
 # -- argument checks ----------------------------------------------------------------------------
@@ -565,12 +610,34 @@ def _per_group(schedule: Any, groups: list[dict[str, Any]]) -> list[Schedule | N
     return out
 
 
-def _as_float(value: Any, group: int) -> float:
-    if isinstance(value, torch.Tensor) and value.numel() == 1:
+def _as_float(value: Any, where: str) -> float:
+    if isinstance(value, torch.Tensor):
+        _check_tensor(value, where)
         return float(value.item())
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"param_groups[{group}] holds {value!r}, not a number")
+        raise TypeError(f"{where} must be a number. Received: {value!r}")
     return float(value)
+
+
+def _check_tensor(value: torch.Tensor, where: str) -> None:
+    if value.numel() != 1 or not value.is_floating_point():
+        raise TypeError(
+            f"{where} must be a number or a 1-element floating tensor. Received: a "
+            f"{value.dtype} tensor of shape {tuple(value.shape)}"
+        )
+
+
+def _check_bases(bases: Sequence[Any], schedules: list[Schedule | None], name: str) -> list[float]:
+    """The multipliers' bases of ``relative=True``: finite, and not 0 where a group is scheduled."""
+    out = [_as_float(b, f"{name}[{i}]") for i, b in enumerate(bases)]
+    for i, (b, s) in enumerate(zip(out, schedules, strict=True)):
+        if s is not None and not (math.isfinite(b) and b != 0):
+            raise ValueError(
+                "relative=True multiplies each scheduled group's initial value by the schedule, "
+                f"but {name}[{i}] is {b}: every value would be {'0' if b == 0 else b}. Give that "
+                "group the schedule None to leave it alone, or use relative=False."
+            )
+    return out
 
 
 def _check_step(step: Any, name: str) -> int:
