@@ -31,6 +31,7 @@ from torch import Tensor
 from steadystep import _check as check
 from steadystep.clip import _rules
 
+from . import _distributed as _dist
 from ._clip import (
     ClipResult,
     GradSet,
@@ -46,7 +47,7 @@ from ._contiguous import GradBuffer
 __all__ = ["AGC", "AutoClip", "SpikeSkip", "ZClip"]
 
 #: constructor arguments that are settings of this run, not state: kept when loading a state
-_SHARED = ("norm_type", "nonfinite", "optimizer", "process_group", "fold")
+_SHARED = ("norm_type", "nonfinite", "optimizer", "process_group", "agree", "fold")
 
 
 class _Clipper:
@@ -62,6 +63,7 @@ class _Clipper:
         nonfinite: str = "propagate",
         optimizer: torch.optim.Optimizer | None = None,
         process_group: Any = None,
+        agree: Any = True,
         fold: bool = False,
     ) -> None:
         self.params = as_parameters(params)
@@ -71,6 +73,7 @@ class _Clipper:
         self.nonfinite = check_nonfinite(nonfinite)
         self.optimizer = optimizer
         self.process_group = process_group
+        self.agree = _dist.check_agree(agree)
         self.fold = check_fold(fold, optimizer)
         self.last: ClipResult | None = None
         self.device = self.params[0].device if self.params else torch.device("cpu")
@@ -78,7 +81,7 @@ class _Clipper:
 
     def _norm(self) -> tuple[GradSet, Tensor]:
         gs = grad_set(self._source)
-        return gs, gs.norm(self.norm_type, process_group=self.process_group)
+        return gs, gs.norm(self.norm_type, process_group=self.process_group, agree=self.agree)
 
     def _finish(self, result: ClipResult) -> Tensor:
         self.last = result
@@ -206,27 +209,53 @@ class AGC(_Clipper):
         *,
         nonfinite: str = "propagate",
         optimizer: torch.optim.Optimizer | None = None,
+        process_group: Any = None,
+        agree: Any = True,
     ) -> None:
-        super().__init__(params, nonfinite=nonfinite, optimizer=optimizer)
+        super().__init__(
+            params,
+            nonfinite=nonfinite,
+            optimizer=optimizer,
+            process_group=process_group,
+            agree=agree,
+        )
         _rules._check_agc(clipping, eps)
         self.clipping = float(clipping)
         self.eps = float(eps)
 
     @torch.no_grad()
     def clip(self) -> Tensor:
-        """Clip unit-wise in place; return the global L2 norm before clipping."""
+        """Clip unit-wise in place; return the global L2 norm before clipping.
+
+        DTensor gradients are clipped shard by shard; a unit split over a mesh dimension
+        (a row under ``Shard(1)``, a sharded vector) has its squared sums all-reduced over it
+        first (see ``_distributed.unit_norms``). ``last.coefficient`` is then the smallest
+        factor among this rank's units.
+        """
         gs, total = self._norm()
         result = clip_with_threshold(
             gs, total, math.inf, nonfinite=self.nonfinite, optimizer=self.optimizer
         )
         smallest = torch.ones((), dtype=torch.float32, device=total.device)
+        factors: list[tuple[Tensor, Tensor]] = []
+        sharded: list[tuple[Tensor, Tensor]] = []
         for p in self.params:
             g = p.grad
             if g is None:
                 continue
-            factor = _rules.agc_scale(g, p.detach(), clipping=self.clipping, eps=self.eps)
+            if gs.dtensors and isinstance(g, _dist._dtensor_type()):
+                sharded.append((g, p.detach()))
+                continue
+            factors.append(
+                (g, _rules.agc_scale(g, p.detach(), clipping=self.clipping, eps=self.eps))
+            )
+        for (g, _), (g_norm, w_norm) in zip(sharded, _dist.unit_norms(sharded), strict=True):
+            factor = _rules.agc_factor(g_norm, w_norm, clipping=self.clipping, eps=self.eps)
+            factors.append((_dist.local_tensor(g), factor))
+        for g, factor in factors:
             g.mul_(factor.to(g.dtype))
-            smallest = torch.minimum(smallest, factor.min().to(smallest.device))
+            if factor.numel():
+                smallest = torch.minimum(smallest, factor.min().to(smallest.device))
         return self._finish(result._replace(coefficient=smallest, clipped=smallest < 1.0))
 
 
@@ -260,6 +289,7 @@ class AutoClip(_Clipper):
         nonfinite: str = "propagate",
         optimizer: torch.optim.Optimizer | None = None,
         process_group: Any = None,
+        agree: Any = True,
         fold: bool = False,
     ) -> None:
         super().__init__(
@@ -268,6 +298,7 @@ class AutoClip(_Clipper):
             nonfinite=nonfinite,
             optimizer=optimizer,
             process_group=process_group,
+            agree=agree,
             fold=fold,
         )
         if (
@@ -344,6 +375,7 @@ class ZClip(_Clipper):
         nonfinite: str = "propagate",
         optimizer: torch.optim.Optimizer | None = None,
         process_group: Any = None,
+        agree: Any = True,
         fold: bool = False,
     ) -> None:
         super().__init__(
@@ -352,6 +384,7 @@ class ZClip(_Clipper):
             nonfinite=nonfinite,
             optimizer=optimizer,
             process_group=process_group,
+            agree=agree,
             fold=fold,
         )
         self.alpha, self.z_thresh, self.warmup_steps = alpha, z_thresh, warmup_steps
@@ -425,6 +458,7 @@ class SpikeSkip(_Clipper):
         optimizer: torch.optim.Optimizer | None = None,
         norm_type: float | str = 2.0,
         process_group: Any = None,
+        agree: Any = True,
         fold: bool = False,
     ) -> None:
         super().__init__(
@@ -433,6 +467,7 @@ class SpikeSkip(_Clipper):
             nonfinite="skip",
             optimizer=optimizer,
             process_group=process_group,
+            agree=agree,
             fold=fold,
         )
         self.window = check.integer("window", window, minimum=1, maximum=_rules.HISTORY_MAX)
