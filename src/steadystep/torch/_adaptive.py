@@ -76,12 +76,54 @@ class _Clipper:
         self.agree = _dist.check_agree(agree)
         self.fold = check_fold(fold, optimizer)
         self.last: ClipResult | None = None
+        self._observed: Tensor | None = None
         self.device = self.params[0].device if self.params else torch.device("cpu")
         self._like = torch.zeros((), device=self.device)
 
     def _norm(self) -> tuple[GradSet, Tensor]:
+        if self._observed is not None:  # observe(): a norm from elsewhere, no gradient
+            gs = GradSet([])
+            gs.empty = False
+            return gs, self._observed
         gs = grad_set(self._source)
         return gs, gs.norm(self.norm_type, process_group=self.process_group, agree=self.agree)
+
+    @torch.no_grad()
+    def observe(self, norm: float | Tensor) -> ClipResult:
+        """Record a global gradient norm computed elsewhere, as :meth:`clip` would; no
+        gradient is read or changed, no optimizer step is armed.
+
+        For DeepSpeed, which clips its own (partitioned) gradients: feed
+        ``engine.get_global_grad_norm()`` after ``engine.step()`` and apply the returned
+        ``threshold`` to the next step (``engine.optimizer.clip_grad``). Returns the
+        :class:`ClipResult` the rule gives for ``norm`` (also in ``last``).
+
+        Examples:
+            >>> import torch
+            >>> clipper = AutoClip([torch.nn.Parameter(torch.zeros(1))], percentile=50.0)
+            >>> for norm in [1.0, 3.0, 2.0]:
+            ...     res = clipper.observe(norm)
+            >>> float(res.threshold)
+            2.0
+        """
+        if isinstance(norm, Tensor):
+            if norm.numel() != 1:
+                raise ValueError(
+                    "Argument `norm` must be a number or a one-element tensor. "
+                    f"Received: norm of shape {tuple(norm.shape)}"
+                )
+            total = norm.detach().to(device=self.device, dtype=torch.float32).reshape(())
+        else:
+            value = float(check._real("norm", norm))  # inf / NaN allowed: a non-finite step
+            total = torch.full((), value, dtype=torch.float32, device=self.device)
+        saved = self.optimizer, self.fold
+        self._observed, self.optimizer, self.fold = total, None, False
+        try:
+            self.clip()
+        finally:
+            self._observed, (self.optimizer, self.fold) = None, saved
+        assert self.last is not None
+        return self.last
 
     def _finish(self, result: ClipResult) -> Tensor:
         self.last = result
@@ -222,6 +264,13 @@ class AGC(_Clipper):
         _rules._check_agc(clipping, eps)
         self.clipping = float(clipping)
         self.eps = float(eps)
+
+    def observe(self, norm: float | Tensor) -> ClipResult:
+        """Not for AGC: its factors are unit-wise, from the gradients themselves."""
+        raise TypeError(
+            "AGC.observe() is not supported: AGC clips each unit from its own gradient and "
+            "weight norms, which a global norm does not give; call clip()"
+        )
 
     @torch.no_grad()
     def clip(self) -> Tensor:

@@ -157,7 +157,7 @@ def global_power_sum(
             key = (k, reduced_mesh_dims(g))
             meshes.setdefault(g.device_mesh, {}).setdefault(key, []).append(local_tensor(g))
     for mesh, entries in meshes.items():
-        union = sorted({d for _, dims in entries for d in dims})
+        union = sorted({d for _, dims in entries for d in dims if mesh.size(d) > 1})
         coord = mesh.get_coordinate() if union else None
         slots = sorted({k for k, _ in entries})
         vec = torch.zeros(len(slots), dtype=torch.float32, device=device)
