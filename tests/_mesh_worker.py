@@ -223,6 +223,14 @@ def main() -> None:
             for q, s in zip(params, saved, strict=True):
                 q.grad = _clone(s)
             theirs = model.clip_grad_norm_(0.5, p)
+            for q, s in zip(params, saved, strict=True):
+                q.grad = _clone(s)
+            with CommDebugMode() as auto_comm:
+                auto = sst.clip_grad_norm_(model, 0.5, p, return_result=True)  # the model itself
+            auto_diff = max(
+                float((a - q.grad).abs().max()) if a is not None and a.numel() else 0.0
+                for a, q in zip(ours, params, strict=True)
+            )
             out[f"fsdp1_{orig}_{pname}"] = {
                 "norm": float(res.norm),
                 "coef": float(res.coefficient),
@@ -232,7 +240,13 @@ def main() -> None:
                     for a, q in zip(ours, params, strict=True)
                 ),
                 "comm": {str(k): v for k, v in comm.get_comm_counts().items()},
+                "auto": [float(auto.norm), float(auto.coefficient), auto_diff],
+                "auto_comm": {str(k): v for k, v in auto_comm.get_comm_counts().items()},
             }
+        for q, s in zip(params, saved, strict=True):
+            q.grad = _clone(s)
+        clipper = sst.ZClip(model, warmup_steps=3)
+        out[f"fsdp1_{orig}_zclip"] = float(clipper.clip())
 
     print("RESULT" + json.dumps(out), flush=True)
     dist.barrier()

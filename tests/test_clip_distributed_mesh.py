@@ -200,3 +200,9 @@ def test_fsdp1(results: list[dict[str, Any]], orig: bool) -> None:
             assert res["fsdp_norm"] == pytest.approx(res["norm"], rel=1e-6)  # FSDP1's own
             assert res["max_diff"] <= 1e-6  # the same clipped gradient shards as FSDP1's
             assert res["comm"] == {ALL_REDUCE: 2}  # the group, the agreement
+            # the FSDP1 model itself: its group found, the same clip
+            assert res["auto"][:2] == pytest.approx([res["norm"], res["coef"]], rel=1e-6)
+            assert res["auto"][2] <= 1e-6
+            assert res["auto_comm"] == {ALL_REDUCE: 2}
+    l2 = float(torch.nn.utils.get_total_norm(base))
+    assert [out[f"fsdp1_{orig}_zclip"] for out in results] == pytest.approx([l2] * RANKS, rel=1e-5)

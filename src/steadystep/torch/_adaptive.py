@@ -66,6 +66,7 @@ class _Clipper:
         agree: Any = True,
         fold: bool = False,
     ) -> None:
+        params, process_group = _dist.fsdp1_model(params, process_group)
         self.params = as_parameters(params)
         # a GradBuffer is kept as given: norms then read its flat buffers
         self._source: Any = params if isinstance(params, GradBuffer) else self.params

@@ -521,7 +521,7 @@ def _steps_all(optimizer: torch.optim.Optimizer, params: list[Tensor]) -> bool:
 
 @overload
 def clip_grad_norm_(
-    parameters: Tensor | Iterable[Tensor],
+    parameters: Tensor | Iterable[Tensor] | torch.nn.Module,
     max_norm: float | Tensor,
     norm_type: float | str = ...,
     *,
@@ -536,7 +536,7 @@ def clip_grad_norm_(
 ) -> Tensor: ...
 @overload
 def clip_grad_norm_(
-    parameters: Tensor | Iterable[Tensor],
+    parameters: Tensor | Iterable[Tensor] | torch.nn.Module,
     max_norm: float | Tensor,
     norm_type: float | str = ...,
     *,
@@ -551,7 +551,7 @@ def clip_grad_norm_(
 ) -> ClipResult: ...
 @torch.no_grad()
 def clip_grad_norm_(
-    parameters: Tensor | Iterable[Tensor],
+    parameters: Tensor | Iterable[Tensor] | torch.nn.Module,
     max_norm: float | Tensor,
     norm_type: float | str = 2.0,
     *,
@@ -571,7 +571,10 @@ def clip_grad_norm_(
 
     Args:
         parameters: parameters (or optimizer param groups) whose ``.grad`` is clipped;
-            parameters without a gradient are ignored (none at all: the norm is 0).
+            parameters without a gradient are ignored (none at all: the norm is 0). An
+            FSDP1 model (``FullyShardedDataParallel``) itself: its shards are reduced over
+            ``model.process_group`` (its parameters alone, without ``process_group``, are
+            refused: nothing on them names their group).
         max_norm: the bound, ``> 0`` (a 0-dim tensor is accepted, e.g. an adaptive one).
         norm_type: p of the p-norm (``> 0``), or ``inf`` / ``'inf'``.
         nonfinite: what a non-finite (``inf``/``NaN``) norm does:
@@ -622,6 +625,7 @@ def clip_grad_norm_(
     p = check.norm_type(norm_type)
     policy = check_nonfinite(nonfinite)
     folded = check_fold(fold, optimizer)
+    parameters, process_group = _dist.fsdp1_model(parameters, process_group)
     gs = grad_set(parameters, duplicates)
     total = gs.norm(p, foreach=foreach, process_group=process_group, agree=_dist.check_agree(agree))
     result = clip_with_threshold(

@@ -22,7 +22,8 @@ once, and every rank must take the same decisions from it. The rules:
   by several ranks of the group: all but one of them pass it).
 * FSDP1 (``FullyShardedDataParallel``): its parameters (``FlatParameter``, or the views of
   ``use_orig_params=True``) hold this rank's shard, which nothing on the tensor says how
-  to reduce; without ``process_group`` they are refused (``model.process_group``).
+  to reduce. Passing the FSDP model itself reduces them over ``model.process_group``
+  (:func:`fsdp1_model`); its parameters passed without ``process_group`` are refused.
 * Agreement: when the norm needed communication, one more all-reduce (MAX of the norm, a
   NaN anywhere wins) over the default group makes every rank hold the very same norm, so
   the coefficient, the non-finite flag, every skip and the adaptive clippers' statistics
@@ -49,6 +50,7 @@ from torch import Tensor
 __all__ = [
     "agree",
     "agree_group",
+    "fsdp1_model",
     "global_power_sum",
     "group_pairs",
     "is_distributed",
@@ -272,7 +274,8 @@ def refuse_fsdp1(params: list[Tensor]) -> None:
     raise ValueError(
         "Argument `parameters` holds parameters managed by FSDP1 "
         "(torch.distributed.fsdp.FullyShardedDataParallel), whose gradients are this rank's "
-        "shard: pass process_group=model.process_group (the group FSDP shards over); with "
+        "shard: pass the FSDP model itself (clip_grad_norm_(model, ...), AutoClip(model, "
+        "...)), or process_group=model.process_group (the group FSDP shards over); with "
         "parameters outside FSDP too, pass process_group=[(fsdp_params, model.process_group), "
         "(other_params, None)]; under ShardingStrategy.NO_SHARD (whole gradients), "
         "process_group=[(params, None)]. Received: process_group=None"
@@ -329,3 +332,27 @@ def unit_norms(pairs: Sequence[tuple[Any, Any]]) -> list[tuple[Tensor, Tensor]]:
                 offset += t.numel()
             out[i] = (parts[0], parts[1])
     return [(gs.sqrt(), ws.sqrt()) for gs, ws in out]
+
+
+def fsdp1_model(parameters: Any, process_group: Any) -> tuple[Any, Any]:
+    """An FSDP1 model passed as ``parameters``: its parameters and how to reduce them.
+
+    ``FullyShardedDataParallel`` knows its group (``model.process_group``) and strategy:
+    its flat parameters (or ``use_orig_params`` views) are summed over that group, the
+    parameters it does not manage (ignored modules) and ``NO_SHARD`` ones are not.
+    Anything else is returned unchanged; an explicit ``process_group`` is kept.
+    """
+    if not isinstance(parameters, torch.nn.Module) or not is_distributed():
+        return parameters, process_group
+    from torch.distributed.fsdp import FullyShardedDataParallel, ShardingStrategy
+
+    if not isinstance(parameters, FullyShardedDataParallel):
+        return parameters, process_group
+    params = list(parameters.parameters())
+    if process_group is not None:
+        return params, process_group
+    if parameters.sharding_strategy == ShardingStrategy.NO_SHARD:
+        return params, [(params, None)]
+    sharded = [p for p in params if _is_fsdp1(p)]
+    others = [p for p in params if not _is_fsdp1(p)]
+    return params, [(sharded, parameters.process_group), (others, None)]
