@@ -9,7 +9,11 @@ tensors, loadable with ``torch.load(weights_only=True)``). The rules' maths is
 gradients' device, so no clipper syncs per step on GPU (except ``nonfinite="raise"``
 and skipping with a non-fused optimizer, as documented on ``clip_grad_norm_``).
 ``AutoClip``, ``ZClip`` and ``SpikeSkip`` take ``fold=True`` with a fused ``optimizer``,
-as ``clip_grad_norm_`` does: the next step applies the coefficient.
+as ``clip_grad_norm_`` does: the next step applies the coefficient. Distributed, every
+clipper takes ``process_group`` (a group, or ``(parameters, group)`` pairs) and ``agree``
+as ``clip_grad_norm_`` does, DTensor gradients, and an FSDP1 model as ``params``; the
+agreed norm makes their statistics and decisions the same on every rank.
+``observe(norm)`` feeds a norm computed elsewhere (DeepSpeed's) to the statistics.
 
 References:
     Brock et al. (2021) https://arxiv.org/abs/2102.06171 (AGC);

@@ -251,17 +251,15 @@ class GradSet:
         """
         p = norm_type
         device = self.device if self.device is not None else torch.device("cpu")
+        if process_group is None and _dist.is_distributed():
+            _dist.refuse_fsdp1(self.params)
         stacked = self._local_norms(p, foreach, device)
         if not self.dtensors and process_group is None and isinstance(agree, bool):
-            if _dist.is_distributed():
-                _dist.refuse_fsdp1(self.params)
             if not stacked.numel():
                 return torch.zeros((), dtype=torch.float32, device=device)
             return torch.linalg.vector_norm(stacked, p)  # same arithmetic as torch
         pairs = _dist.group_pairs(process_group)
         if pairs is None:
-            if process_group is None and _dist.is_distributed():
-                _dist.refuse_fsdp1(self.params)
             parts = [(process_group, self._power(stacked, p), self.dtensors)]
         else:
             parts = [
