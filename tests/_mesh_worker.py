@@ -248,6 +248,16 @@ def main() -> None:
         clipper = sst.ZClip(model, warmup_steps=3)
         out[f"fsdp1_{orig}_zclip"] = float(clipper.clip())
 
+    # the agreement collective itself (the loss-aware skip agrees its flag with it)
+    from steadystep.torch._distributed import agree
+
+    out["agree"] = [
+        bool(agree(torch.tensor(rank == 3))),
+        float(agree(torch.tensor(float(rank)))),
+        math.isnan(float(agree(torch.tensor(math.nan if rank == 1 else 1.0)))),
+        bool(agree(torch.tensor(rank == 0), groups[rank // 2])),
+    ]
+
     print("RESULT" + json.dumps(out), flush=True)
     dist.barrier()
     dist.destroy_process_group()

@@ -206,3 +206,13 @@ def test_fsdp1(results: list[dict[str, Any]], orig: bool) -> None:
             assert res["auto_comm"] == {ALL_REDUCE: 2}
     l2 = float(torch.nn.utils.get_total_norm(base))
     assert [out[f"fsdp1_{orig}_zclip"] for out in results] == pytest.approx([l2] * RANKS, rel=1e-5)
+
+
+def test_agree(results: list[dict[str, Any]]) -> None:
+    # any rank's True, the largest value, a NaN anywhere; over a sub-group only its ranks
+    assert [out["agree"] for out in results] == [
+        [True, 3.0, True, True],
+        [True, 3.0, True, True],
+        [True, 3.0, True, False],
+        [True, 3.0, True, False],
+    ]
