@@ -1,18 +1,24 @@
 """Distributed-clipping arguments in one process, and DeepSpeed's optimizer interface.
 
 The multi-process behaviour is in ``test_clip_distributed.py`` (2 ranks) and
-``test_clip_distributed_mesh.py`` (4 ranks). DeepSpeed does not install here (see the
-``deepspeed`` test below); its documented interface is what these tests drive: an engine
-whose ``.optimizer`` is a wrapper (not a ``torch.optim.Optimizer``) holding the torch
-optimizer in ``.optimizer``, with ``clip_grad`` and ``get_global_grad_norm()``, as in
-``deepspeed/runtime/zero/stage_1_and_2.py`` and ``deepspeed/runtime/engine.py``
-(deepspeedai/DeepSpeed@edaa7221).
+``test_clip_distributed_mesh.py`` (4 ranks). DeepSpeed's documented interface is driven
+through stand-ins: an engine whose ``.optimizer`` is a wrapper (not a
+``torch.optim.Optimizer``) holding the torch optimizer in ``.optimizer``, with ``clip_grad``
+and ``get_global_grad_norm()``, as in ``deepspeed/runtime/zero/stage_1_and_2.py`` and
+``deepspeed/runtime/engine.py`` (deepspeedai/DeepSpeed@edaa7221); where DeepSpeed is
+installed, a real ZeRO-1/2 engine on CPU (``_deepspeed_worker.py``) too.
 """
 
 from __future__ import annotations
 
+import importlib.util
+import json
 import math
+import os
 import re
+import socket
+import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -177,17 +183,28 @@ def test_observe_bad_input() -> None:
         sst.AGC([q]).observe(1.0)
 
 
-def test_real_deepspeed_if_installed() -> None:
-    deepspeed = pytest.importorskip("deepspeed")
-    from deepspeed.runtime.base_optimizer import DeepSpeedOptimizer
-
-    w = torch.nn.Parameter(torch.zeros(2))
-    inner = torch.optim.SGD([w], lr=1.0)
-
-    class Wrapper(DeepSpeedOptimizer):  # DeepSpeed's own base class of its wrappers
-        def __init__(self, optimizer: torch.optim.Optimizer) -> None:
-            self.optimizer = optimizer
-
-    assert not isinstance(Wrapper(inner), torch.optim.Optimizer)
-    assert sst.Scheduler(Wrapper(inner), ss.constant(0.5)).optimizer is inner
-    assert deepspeed.__version__
+@pytest.mark.parametrize("stage", [1, 2])
+def test_real_deepspeed_if_installed(spawn: Any, stage: int) -> None:
+    """DeepSpeed's ZeRO engine on CPU: the Scheduler drives the torch optimizer inside its
+    wrapper, AutoClip learns from DeepSpeed's norm (the true norm of the plain twin)."""
+    if importlib.util.find_spec("deepspeed") is None:
+        pytest.skip("deepspeed is not installed")
+    worker = Path(__file__).with_name("_deepspeed_worker.py")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    src = str(Path(__file__).resolve().parents[1] / "src")
+    path = src + os.pathsep + os.environ.get("PYTHONPATH", "")
+    proc = spawn([sys.executable, str(worker), str(port), str(stage)], PYTHONPATH=path)
+    stdout, stderr = proc.communicate(timeout=300)
+    lines = [x for x in stdout.splitlines() if x.startswith("RESULT")]
+    assert lines, stderr[-3000:]
+    out = json.loads(lines[0][len("RESULT") :])
+    assert out["wrapper_is_optimizer"] is False  # DeepSpeedZeroOptimizer wraps the torch one
+    norms = [row[0] for row in out["steps"]]
+    assert norms == pytest.approx([row[1] for row in out["steps"]], rel=1e-5)
+    # the AutoClip threshold: the median of the norms so far; the LR one step per update
+    thresholds = [row[2] for row in out["steps"]]
+    medians = [norms[0], (norms[0] + norms[1]) / 2, sorted(norms)[1]]
+    assert thresholds == pytest.approx(medians, rel=1e-6)
+    assert [row[3] for row in out["steps"]] == pytest.approx([0.09, 0.08, 0.07])
