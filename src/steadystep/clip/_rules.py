@@ -117,9 +117,15 @@ def agc_scale(
         [0.01, 1.0]
     """
     _check_agc(clipping, eps)
-    xp = array_namespace(grad, param)
     w_norm = unitwise_norm(param, output_axis=output_axis)
     g_norm = unitwise_norm(grad, output_axis=output_axis)
+    return agc_factor(g_norm, w_norm, clipping=clipping, eps=eps)
+
+
+def agc_factor(g_norm: Array, w_norm: Array, *, clipping: float, eps: float) -> Array:
+    """:func:`agc_scale` from the unit norms ``||G_i||`` and ``||W_i||`` (computed elsewhere,
+    e.g. summed over the shards of a distributed tensor)."""
+    xp = array_namespace(g_norm, w_norm)
     max_norm = xp.maximum(w_norm, xp.asarray(eps, dtype=w_norm.dtype)) * clipping
     max_norm = xp.astype(max_norm, g_norm.dtype)
     ratio = max_norm / xp.maximum(g_norm, xp.asarray(_TINY, dtype=g_norm.dtype))

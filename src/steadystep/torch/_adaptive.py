@@ -9,7 +9,11 @@ tensors, loadable with ``torch.load(weights_only=True)``). The rules' maths is
 gradients' device, so no clipper syncs per step on GPU (except ``nonfinite="raise"``
 and skipping with a non-fused optimizer, as documented on ``clip_grad_norm_``).
 ``AutoClip``, ``ZClip`` and ``SpikeSkip`` take ``fold=True`` with a fused ``optimizer``,
-as ``clip_grad_norm_`` does: the next step applies the coefficient.
+as ``clip_grad_norm_`` does: the next step applies the coefficient. Distributed, every
+clipper takes ``process_group`` (a group, or ``(parameters, group)`` pairs) and ``agree``
+as ``clip_grad_norm_`` does, DTensor gradients, and an FSDP1 model as ``params``; the
+agreed norm makes their statistics and decisions the same on every rank.
+``observe(norm)`` feeds a norm computed elsewhere (DeepSpeed's) to the statistics.
 
 References:
     Brock et al. (2021) https://arxiv.org/abs/2102.06171 (AGC);
@@ -31,6 +35,7 @@ from torch import Tensor
 from steadystep import _check as check
 from steadystep.clip import _rules
 
+from . import _distributed as _dist
 from ._clip import (
     ClipResult,
     GradSet,
@@ -46,7 +51,7 @@ from ._contiguous import GradBuffer
 __all__ = ["AGC", "AutoClip", "SpikeSkip", "ZClip"]
 
 #: constructor arguments that are settings of this run, not state: kept when loading a state
-_SHARED = ("norm_type", "nonfinite", "optimizer", "process_group", "fold")
+_SHARED = ("norm_type", "nonfinite", "optimizer", "process_group", "agree", "fold")
 
 
 class _Clipper:
@@ -62,8 +67,10 @@ class _Clipper:
         nonfinite: str = "propagate",
         optimizer: torch.optim.Optimizer | None = None,
         process_group: Any = None,
+        agree: Any = True,
         fold: bool = False,
     ) -> None:
+        params, process_group = _dist.fsdp1_model(params, process_group)
         self.params = as_parameters(params)
         # a GradBuffer is kept as given: norms then read its flat buffers
         self._source: Any = params if isinstance(params, GradBuffer) else self.params
@@ -71,14 +78,57 @@ class _Clipper:
         self.nonfinite = check_nonfinite(nonfinite)
         self.optimizer = optimizer
         self.process_group = process_group
+        self.agree = _dist.check_agree(agree)
         self.fold = check_fold(fold, optimizer)
         self.last: ClipResult | None = None
+        self._observed: Tensor | None = None
         self.device = self.params[0].device if self.params else torch.device("cpu")
         self._like = torch.zeros((), device=self.device)
 
     def _norm(self) -> tuple[GradSet, Tensor]:
+        if self._observed is not None:  # observe(): a norm from elsewhere, no gradient
+            gs = GradSet([])
+            gs.empty = False
+            return gs, self._observed
         gs = grad_set(self._source)
-        return gs, gs.norm(self.norm_type, process_group=self.process_group)
+        return gs, gs.norm(self.norm_type, process_group=self.process_group, agree=self.agree)
+
+    @torch.no_grad()
+    def observe(self, norm: float | Tensor) -> ClipResult:
+        """Record a global gradient norm computed elsewhere, as :meth:`clip` would; no
+        gradient is read or changed, no optimizer step is armed.
+
+        For DeepSpeed, which clips its own (partitioned) gradients: feed
+        ``engine.get_global_grad_norm()`` after ``engine.step()`` and apply the returned
+        ``threshold`` to the next step (``engine.optimizer.clip_grad``). Returns the
+        :class:`ClipResult` the rule gives for ``norm`` (also in ``last``).
+
+        Examples:
+            >>> import torch
+            >>> clipper = AutoClip([torch.nn.Parameter(torch.zeros(1))], percentile=50.0)
+            >>> for norm in [1.0, 3.0, 2.0]:
+            ...     res = clipper.observe(norm)
+            >>> float(res.threshold)
+            2.0
+        """
+        if isinstance(norm, Tensor):
+            if norm.numel() != 1:
+                raise ValueError(
+                    "Argument `norm` must be a number or a one-element tensor. "
+                    f"Received: norm of shape {tuple(norm.shape)}"
+                )
+            total = norm.detach().to(device=self.device, dtype=torch.float32).reshape(())
+        else:
+            value = float(check._real("norm", norm))  # inf / NaN allowed: a non-finite step
+            total = torch.full((), value, dtype=torch.float32, device=self.device)
+        saved = self.optimizer, self.fold
+        self._observed, self.optimizer, self.fold = total, None, False
+        try:
+            self.clip()
+        finally:
+            self._observed, (self.optimizer, self.fold) = None, saved
+        assert self.last is not None
+        return self.last
 
     def _finish(self, result: ClipResult) -> Tensor:
         self.last = result
@@ -206,28 +256,61 @@ class AGC(_Clipper):
         *,
         nonfinite: str = "propagate",
         optimizer: torch.optim.Optimizer | None = None,
+        process_group: Any = None,
+        agree: Any = True,
     ) -> None:
-        super().__init__(params, nonfinite=nonfinite, optimizer=optimizer)
+        super().__init__(
+            params,
+            nonfinite=nonfinite,
+            optimizer=optimizer,
+            process_group=process_group,
+            agree=agree,
+        )
         _rules._check_agc(clipping, eps)
         self.clipping = float(clipping)
         self.eps = float(eps)
 
+    def observe(self, norm: float | Tensor) -> ClipResult:
+        """Not for AGC: its factors are unit-wise, from the gradients themselves."""
+        raise TypeError(
+            "AGC.observe() is not supported: AGC clips each unit from its own gradient and "
+            "weight norms, which a global norm does not give; call clip()"
+        )
+
     @torch.no_grad()
     def clip(self) -> Tensor:
-        """Clip unit-wise in place; return the global L2 norm before clipping."""
+        """Clip unit-wise in place; return the global L2 norm before clipping.
+
+        DTensor gradients are clipped shard by shard; a unit split over a mesh dimension
+        (a row under ``Shard(1)``, a sharded vector) has its squared sums all-reduced over it
+        first (see ``_distributed.unit_norms``). ``last.coefficient`` is then the smallest
+        factor among this rank's units.
+        """
         gs, total = self._norm()
         result = clip_with_threshold(
             gs, total, math.inf, nonfinite=self.nonfinite, optimizer=self.optimizer
         )
         smallest = torch.ones((), dtype=torch.float32, device=total.device)
+        factors: list[tuple[Tensor, Tensor]] = []
+        sharded: list[tuple[Tensor, Tensor]] = []
         # a GradBuffer built from a module follows its parameters: take today's
         for p in as_parameters(self._source):
             g = p.grad
             if g is None:
                 continue
-            factor = _rules.agc_scale(g, p.detach(), clipping=self.clipping, eps=self.eps)
+            if gs.dtensors and isinstance(g, _dist._dtensor_type()):
+                sharded.append((g, p.detach()))
+                continue
+            factors.append(
+                (g, _rules.agc_scale(g, p.detach(), clipping=self.clipping, eps=self.eps))
+            )
+        for (g, _), (g_norm, w_norm) in zip(sharded, _dist.unit_norms(sharded), strict=True):
+            factor = _rules.agc_factor(g_norm, w_norm, clipping=self.clipping, eps=self.eps)
+            factors.append((_dist.local_tensor(g), factor))
+        for g, factor in factors:
             g.mul_(factor.to(g.dtype))
-            smallest = torch.minimum(smallest, factor.min().to(smallest.device))
+            if factor.numel():
+                smallest = torch.minimum(smallest, factor.min().to(smallest.device))
         return self._finish(result._replace(coefficient=smallest, clipped=smallest < 1.0))
 
 
@@ -261,6 +344,7 @@ class AutoClip(_Clipper):
         nonfinite: str = "propagate",
         optimizer: torch.optim.Optimizer | None = None,
         process_group: Any = None,
+        agree: Any = True,
         fold: bool = False,
     ) -> None:
         super().__init__(
@@ -269,6 +353,7 @@ class AutoClip(_Clipper):
             nonfinite=nonfinite,
             optimizer=optimizer,
             process_group=process_group,
+            agree=agree,
             fold=fold,
         )
         if (
@@ -345,6 +430,7 @@ class ZClip(_Clipper):
         nonfinite: str = "propagate",
         optimizer: torch.optim.Optimizer | None = None,
         process_group: Any = None,
+        agree: Any = True,
         fold: bool = False,
     ) -> None:
         super().__init__(
@@ -353,6 +439,7 @@ class ZClip(_Clipper):
             nonfinite=nonfinite,
             optimizer=optimizer,
             process_group=process_group,
+            agree=agree,
             fold=fold,
         )
         self.alpha, self.z_thresh, self.warmup_steps = alpha, z_thresh, warmup_steps
@@ -426,6 +513,7 @@ class SpikeSkip(_Clipper):
         optimizer: torch.optim.Optimizer | None = None,
         norm_type: float | str = 2.0,
         process_group: Any = None,
+        agree: Any = True,
         fold: bool = False,
     ) -> None:
         super().__init__(
@@ -434,6 +522,7 @@ class SpikeSkip(_Clipper):
             nonfinite="skip",
             optimizer=optimizer,
             process_group=process_group,
+            agree=agree,
             fold=fold,
         )
         self.window = check.integer("window", window, minimum=1, maximum=_rules.HISTORY_MAX)

@@ -184,6 +184,8 @@ class GradSet:
         self.params = params
         self.buffer = buffer
         self.dtensors: list[Tensor] = []
+        empty = isinstance(duplicates, (tuple, list)) and not duplicates
+        self.duplicates: list[Tensor] = [] if empty else as_parameters(duplicates)
         self.duplicate_grads: list[Tensor] = []
         if buffer is not None:
             self.counted = list(buffer.buffers)
@@ -193,7 +195,7 @@ class GradSet:
             return
         grads = collect_grads(params)
         plain, self.dtensors = _dist.split_dtensors(grads)
-        dup_ids = {id(p) for p in as_parameters(list(duplicates))} if duplicates else set()
+        dup_ids = {id(p) for p in self.duplicates}
         if dup_ids:
             self.duplicate_grads = [
                 p.grad for p in params if id(p) in dup_ids and p.grad is not None
@@ -244,10 +246,44 @@ class GradSet:
         *,
         foreach: bool | None = None,
         process_group: Any = None,
+        agree: Any = True,
     ) -> Tensor:
-        """Total norm in the accumulation dtype (fp32, or fp64 for fp64 grads)."""
+        """Total norm in the accumulation dtype (fp32, or fp64 for fp64 grads).
+
+        ``process_group`` and ``agree`` as in :func:`clip_grad_norm_` (see
+        ``_distributed``'s rules).
+        """
         p = norm_type
         device = self.device if self.device is not None else torch.device("cpu")
+        if process_group is None and _dist.is_distributed():
+            _dist.refuse_fsdp1(self.params)
+        stacked = self._local_norms(p, foreach, device)
+        if not self.dtensors and process_group is None and isinstance(agree, bool):
+            if not stacked.numel():
+                return torch.zeros((), dtype=torch.float32, device=device)
+            return torch.linalg.vector_norm(stacked, p)  # same arithmetic as torch
+        pairs = _dist.group_pairs(process_group)
+        if pairs is None:
+            parts = [(process_group, self._power(stacked, p), self.dtensors)]
+        else:
+            parts = [
+                (group, sub._power(sub._local_norms(p, foreach, device), p), sub.dtensors)
+                for sub, group in self._split(pairs)
+            ]
+        total = _dist.global_power_sum(parts, p, device)
+        group = _dist.agree_group(
+            agree,
+            [g.device_mesh for _, _, dtensors in parts for g in dtensors],
+            communicated=any(group is not None or dts for group, _, dts in parts),
+        )
+        if group is not False:
+            total = _dist.agree(total, group)
+        if math.isinf(p) or p == 1.0:
+            return total
+        return total.pow(1.0 / p)
+
+    def _local_norms(self, p: float, foreach: bool | None, device: torch.device) -> Tensor:
+        """Per-tensor norms of the counted plain gradients, stacked on ``device``."""
         parts: list[Tensor] = []
         for (dev, dtype), tensors in _grouped(self.counted).items():
             acc = _acc_dtype(dtype)
@@ -255,30 +291,43 @@ class GradSet:
                 parts.extend(torch._foreach_norm(tensors, p, dtype=acc))
             else:
                 parts.extend(torch.linalg.vector_norm(t, p, dtype=acc) for t in tensors)
-        if parts:
-            dtype = parts[0].dtype
-            for part in parts[1:]:
-                dtype = torch.promote_types(dtype, part.dtype)
-            stacked = torch.stack([t.to(device=device, dtype=dtype) for t in parts])
-        else:
-            stacked = torch.zeros(0, dtype=torch.float32, device=device)
-        if not self.dtensors and process_group is None:
-            if not parts:
-                return torch.zeros((), dtype=torch.float32, device=device)
-            return torch.linalg.vector_norm(stacked, p)  # same arithmetic as torch
-        inf = math.isinf(p)
-        if parts:
-            local = stacked.max() if inf else stacked.pow(p).sum()
-        else:
-            local = torch.zeros((), dtype=torch.float32, device=device)
-        if self.dtensors:
-            sharded = _dist.dtensor_power_sum(self.dtensors, p, device).to(local.dtype)
-            local = torch.maximum(local, sharded) if inf else local + sharded
-        if process_group is not None:
-            local = _dist.reduce_power_sum(local, p, process_group)
-        if inf or p == 1.0:
-            return local
-        return local.pow(1.0 / p)
+        if not parts:
+            return torch.zeros(0, dtype=torch.float32, device=device)
+        dtype = parts[0].dtype
+        for part in parts[1:]:
+            dtype = torch.promote_types(dtype, part.dtype)
+        return torch.stack([t.to(device=device, dtype=dtype) for t in parts])
+
+    @staticmethod
+    def _power(stacked: Tensor, p: float) -> Tensor | None:
+        if not stacked.numel():
+            return None
+        return stacked.max() if math.isinf(p) else stacked.pow(p).sum()
+
+    def _split(self, pairs: list[tuple[Any, Any]]) -> list[tuple[GradSet, Any]]:
+        """One :class:`GradSet` per ``(parameters, group)`` pair; each parameter in exactly one."""
+        owner: dict[int, int] = {}
+        subsets = []
+        for i, (params, group) in enumerate(pairs):
+            sub = as_parameters(params)
+            for p in sub:
+                if owner.setdefault(id(p), i) != i:
+                    raise ValueError(
+                        "Argument `process_group` lists a parameter in two pairs "
+                        f"({owner[id(p)]} and {i}); each parameter is counted once, in one pair"
+                    )
+            subsets.append((GradSet(sub, self.duplicates, contiguous=False), group))
+        known = {id(p) for p in self.params}
+        missing = sum(id(p) not in owner for p in self.params if p.grad is not None)
+        extra = sum(key not in known for key in owner)
+        if missing or extra:
+            raise ValueError(
+                "Argument `process_group` as (parameters, group) pairs must cover every "
+                "parameter being clipped exactly once (group None: not reduced). Received: "
+                f"{missing} parameters with a gradient in no pair, {extra} pair entries that "
+                "are not among `parameters`"
+            )
+        return subsets
 
 
 def grad_set(parameters: Any, duplicates: Iterable[Tensor] = ()) -> GradSet:
@@ -476,7 +525,7 @@ def _steps_all(optimizer: torch.optim.Optimizer, params: list[Tensor]) -> bool:
 
 @overload
 def clip_grad_norm_(
-    parameters: Tensor | Iterable[Tensor],
+    parameters: Tensor | Iterable[Tensor] | torch.nn.Module,
     max_norm: float | Tensor,
     norm_type: float | str = ...,
     *,
@@ -485,12 +534,13 @@ def clip_grad_norm_(
     foreach: bool | None = ...,
     process_group: Any = ...,
     duplicates: Iterable[Tensor] = ...,
+    agree: Any = ...,
     fold: bool = ...,
     return_result: Literal[False] = ...,
 ) -> Tensor: ...
 @overload
 def clip_grad_norm_(
-    parameters: Tensor | Iterable[Tensor],
+    parameters: Tensor | Iterable[Tensor] | torch.nn.Module,
     max_norm: float | Tensor,
     norm_type: float | str = ...,
     *,
@@ -499,12 +549,13 @@ def clip_grad_norm_(
     foreach: bool | None = ...,
     process_group: Any = ...,
     duplicates: Iterable[Tensor] = ...,
+    agree: Any = ...,
     fold: bool = ...,
     return_result: Literal[True],
 ) -> ClipResult: ...
 @torch.no_grad()
 def clip_grad_norm_(
-    parameters: Tensor | Iterable[Tensor],
+    parameters: Tensor | Iterable[Tensor] | torch.nn.Module,
     max_norm: float | Tensor,
     norm_type: float | str = 2.0,
     *,
@@ -513,6 +564,7 @@ def clip_grad_norm_(
     foreach: bool | None = None,
     process_group: Any = None,
     duplicates: Iterable[Tensor] = (),
+    agree: Any = True,
     fold: bool = False,
     return_result: bool = False,
 ) -> Tensor | ClipResult:
@@ -523,7 +575,10 @@ def clip_grad_norm_(
 
     Args:
         parameters: parameters (or optimizer param groups) whose ``.grad`` is clipped;
-            parameters without a gradient are ignored (none at all: the norm is 0).
+            parameters without a gradient are ignored (none at all: the norm is 0). An
+            FSDP1 model (``FullyShardedDataParallel``) itself: its shards are reduced over
+            ``model.process_group`` (its parameters alone, without ``process_group``, are
+            refused: nothing on them names their group).
         max_norm: the bound, ``> 0`` (a 0-dim tensor is accepted, e.g. an adaptive one).
         norm_type: p of the p-norm (``> 0``), or ``inf`` / ``'inf'``.
         nonfinite: what a non-finite (``inf``/``NaN``) norm does:
@@ -536,11 +591,19 @@ def clip_grad_norm_(
             decision is read on the host (a sync on GPU) and gradients are set to None.
         foreach: force (True) or forbid (False) the multi-tensor kernels, as in torch.
         process_group: group over which the parameters are disjoint parts of the model
-            (pipeline stages); the sum of ``|g|^p`` is all-reduced over it once. Leave
-            None for DDP (gradients are already averaged). DTensor (FSDP2) gradients
-            are reduced over their mesh automatically.
+            (pipeline stages, FSDP1's ``model.process_group``); the sum of ``|g|^p`` is
+            all-reduced over it once. Or a list of ``(parameters, group)`` pairs covering
+            every parameter once (expert parallelism: ``[(dense, None), (experts,
+            ep_group)]``; ``None``: not reduced), one all-reduce per distinct group. Leave
+            None for DDP (gradients are already averaged). DTensor (FSDP2, HSDP, TP)
+            gradients are reduced over their mesh automatically, from their placements.
         duplicates: parameters whose gradient is also counted on another rank of
             ``process_group`` (e.g. tied embeddings on the last stage): clipped, not counted.
+        agree: make every rank use the same norm, hence the same coefficient, non-finite
+            flag and skip (one more all-reduce of the norm, MAX, NaN wins). ``True``:
+            over the default group whenever the norm needed communication (DTensor
+            gradients or ``process_group``) and every mesh spans the world; a process
+            group: over it, always; ``False``: never.
         fold: leave the scaling to the next ``optimizer.step()`` when ``optimizer`` is
             fused and updates every one of these parameters: its kernel multiplies the
             gradients by the coefficient as it reads them (through the ``grad_scale``
@@ -566,8 +629,9 @@ def clip_grad_norm_(
     p = check.norm_type(norm_type)
     policy = check_nonfinite(nonfinite)
     folded = check_fold(fold, optimizer)
+    parameters, process_group = _dist.fsdp1_model(parameters, process_group)
     gs = grad_set(parameters, duplicates)
-    total = gs.norm(p, foreach=foreach, process_group=process_group)
+    total = gs.norm(p, foreach=foreach, process_group=process_group, agree=_dist.check_agree(agree))
     result = clip_with_threshold(
         gs, total, limit, nonfinite=policy, optimizer=optimizer, fold=folded
     )

@@ -109,7 +109,7 @@ class Scheduler(LRScheduler):
 
     Args:
         optimizer: a ``torch.optim.Optimizer`` (wrappers that keep it in ``.optimizer``, such
-            as Accelerate's, also work).
+            as Accelerate's and DeepSpeed's ``engine.optimizer``, also work).
         schedule: one :class:`steadystep.Schedule` for every group; a list with one schedule
             per group; or a mapping from group name (``param_groups[i]["name"]``) to schedule.
             ``None`` in a list or mapping leaves that group's value alone.
@@ -183,6 +183,13 @@ class Scheduler(LRScheduler):
         tensor: bool = False,
         process_group: Any = None,
     ) -> None:
+        # DeepSpeed's optimizer wrappers (ZeRO, fp16, bf16) are not Optimizers; the torch
+        # optimizer they step is their ``.optimizer``: its param groups are the ones stepped
+        # and its step hook counts only the updates really made (not overflow skips)
+        for _ in range(4):  # engine -> wrapper -> torch optimizer; never loop forever
+            if isinstance(optimizer, Optimizer) or not hasattr(optimizer, "optimizer"):
+                break
+            optimizer = optimizer.optimizer
         if not isinstance(optimizer, Optimizer):
             raise TypeError(
                 "Argument `optimizer` must be a torch.optim.Optimizer. "
