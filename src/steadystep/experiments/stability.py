@@ -111,6 +111,13 @@ class Plan:
     autoclip_percentile: float = 10.0  # Seetharaman et al. 2020's default
     agc_clipping: float = 0.01  # Brock et al. 2021 / timm's usual value
     curve_points: int = 10
+    # experiment 4: depth (a narrower, shorter-context transformer, so that 12 blocks fit)
+    depths: tuple[int, ...] = (4, 8, 12)
+    depth_lrs: tuple[float, ...] = (3e-3, 1e-2, 3e-2)
+    depth_warmups: tuple[str, ...] = ("none", "linear", "untuned")
+    depth_steps: int = 600
+    depth_width: int = 32
+    depth_context: int = 16
 
 
 FULL = Plan(
@@ -144,6 +151,12 @@ QUICK = Plan(
     context=32,
     val_batches=2,
     curve_points=3,
+    depths=(1, 2),
+    depth_lrs=(1e-3, 1e-1),
+    depth_warmups=("none", "linear"),
+    depth_steps=20,
+    depth_width=16,
+    depth_context=16,
 )
 
 # ------------------------------------------------------------------ schedules
@@ -285,6 +298,7 @@ def _train(
     plan: Plan,
     clipper: Callable[[], bool] | None = None,
     curve_every: int = 0,
+    probes: Sequence[int] = (),
 ) -> dict[str, Any]:
     from .data import BatchSampler
 
@@ -294,6 +308,7 @@ def _train(
     init = _evaluate(model, val)
     curve = [[0, init]]
     losses: list[float] = []
+    probed: list[tuple[list[float], list[float]]] = []
     clipped = 0
     for t in range(steps):
         x, y = sampler.sample()
@@ -305,7 +320,11 @@ def _train(
         loss.backward()
         if clipper is not None:
             clipped += clipper()
+        if t in probes:
+            probe = _Probe(model)
         optimizer.step()
+        if t in probes:
+            probed.append(probe.after())
         scheduler.step()
         if curve_every and (t + 1) % curve_every == 0 and t + 1 < steps:
             curve.append([t + 1, _evaluate(model, val)])
@@ -321,6 +340,65 @@ def _train(
         "steps_run": len(losses),
         "clip_frac": clipped / len(losses) if clipper is not None else None,
         **({"curve": curve} if curve_every else {}),
+        **(_probe_fields(probes, probed) if probes else {}),
+    }
+
+
+class _Probe:
+    """Per-layer gradient norm before an update and ``||ΔW|| / ||W||`` of the update.
+
+    Layers are :func:`layer_groups`; only weight matrices count (LayerNorm gains and biases
+    would dominate ``||W||`` of a narrow layer without saying anything about its weights).
+    """
+
+    def __init__(self, model: Any) -> None:
+        self.groups = [ps for _, ps in layer_groups(model)]
+        self.before = [[p.detach().clone() for p in ps] for ps in self.groups]
+        self.grads = [
+            _norm([p.grad for p in ps if p.grad is not None]) if ps else 0.0 for ps in self.groups
+        ]
+
+    def after(self) -> tuple[list[float], list[float]]:
+        ratios = [
+            _norm([p.detach() - b for p, b in zip(ps, old, strict=True)]) / _norm(old)
+            for ps, old in zip(self.groups, self.before, strict=True)
+        ]
+        return self.grads, ratios
+
+
+def _norm(tensors: Sequence[Any]) -> float:
+    return math.sqrt(sum(float(t.double().pow(2).sum()) for t in tensors))
+
+
+def layer_groups(model: Any) -> list[tuple[str, list[Any]]]:
+    """The weight matrices of a :class:`~.models.CharTransformer`, one group per layer:
+    ``embed`` (token and position), ``block0`` … ``block{L-1}`` (attention and MLP), ``head``."""
+    blocks = [
+        (f"block{i}", [b.qkv.weight, b.proj.weight, b.fc.weight, b.out.weight])
+        for i, b in enumerate(model.blocks)
+    ]
+    return [("embed", [model.tok.weight, model.pos.weight]), *blocks, ("head", [model.head.weight])]
+
+
+def _probe_fields(
+    probes: Sequence[int], probed: Sequence[tuple[list[float], list[float]]]
+) -> dict[str, Any]:
+    """Per-run mechanism numbers: full per-layer tables (JSON) and a few scalars (CSV).
+
+    ``grad_norms[i][j]`` / ``update_ratios[i][j]``: layer ``j`` at update ``probe_steps[i]``
+    (a run that diverged has fewer rows). Layers 0 and -1 are the embeddings and the head.
+    """
+    grads = [[float(f"{g:.4g}") for g in row[0]] for row in probed]
+    ratios = [[float(f"{r:.4g}") for r in row[1]] for row in probed]
+    blocks = [r[1:-1] for r in ratios]
+    return {
+        "probe_steps": list(probes)[: len(probed)],
+        "grad_norms": grads,
+        "update_ratios": ratios,
+        "grad_init_first": grads[0][1] if grads else None,
+        "grad_init_last": grads[0][-2] if grads else None,
+        "grad_init_head": grads[0][-1] if grads else None,
+        "update_ratio_max": max((max(b) for b in blocks), default=None),
     }
 
 
@@ -345,6 +423,8 @@ def run_task(task: dict[str, Any]) -> dict[str, Any]:
     else:
         from .models import CharTransformer, ModelConfig
 
+        if task["experiment"] == 4:
+            plan = depth_plan(plan, task["depth"])
         config = ModelConfig(
             vocab_size=vocab,
             context=plan.context,
@@ -356,8 +436,9 @@ def run_task(task: dict[str, Any]) -> dict[str, Any]:
         model = CharTransformer(config)
         optimizer = torch.optim.Adam(model.parameters(), lr=task["lr"], betas=BETAS)
         schedule = tf_schedule(task["warmup"], task["lr"], plan, task.get("shape", "cosine"))
-        every = plan.tf_steps // plan.curve_points if task["experiment"] == 3 else 0
-        out = _train(model, optimizer, schedule, plan.tf_steps, seed, plan, None, every)
+        every = plan.tf_steps // plan.curve_points if task["experiment"] in (3, 4) else 0
+        probes = [t for t in PROBES if t < plan.tf_steps] if task["experiment"] == 4 else []
+        out = _train(model, optimizer, schedule, plan.tf_steps, seed, plan, None, every, probes)
     row = {k: v for k, v in task.items() if k != "plan"}
     row.update(
         out,
@@ -368,6 +449,20 @@ def run_task(task: dict[str, Any]) -> dict[str, Any]:
 
 
 # ------------------------------------------------------------------ the grid
+
+# updates whose per-layer gradient norms and update sizes experiment 4 records
+PROBES = (0, 1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
+
+
+def depth_plan(plan: Plan, depth: int) -> Plan:
+    """The plan of one experiment-4 run: ``depth`` blocks of the narrower, longer run."""
+    return dataclasses.replace(
+        plan,
+        tf_layers=depth,
+        tf_width=plan.depth_width,
+        tf_steps=plan.depth_steps,
+        context=plan.depth_context,
+    )
 
 
 def _tasks(plan: Plan, experiments: Sequence[int]) -> list[dict[str, Any]]:
@@ -381,6 +476,16 @@ def _tasks(plan: Plan, experiments: Sequence[int]) -> list[dict[str, Any]]:
                         {"experiment": 1, "norm": norm, "warmup": warmup, "lr": lr, "seed": s}
                         for s in plan.seeds
                     ]
+    if 4 in experiments:
+        for depth in plan.depths:
+            for norm in ("post", "pre"):
+                for warmup in plan.depth_warmups:
+                    for lr in plan.depth_lrs:
+                        tasks += [
+                            {"experiment": 4, "depth": depth, "norm": norm, "warmup": warmup}
+                            | {"lr": lr, "seed": s}
+                            for s in plan.seeds
+                        ]
     if 2 in experiments:
         for clip in plan.rnn_clips:
             for lr in plan.rnn_lrs:
@@ -662,16 +767,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--experiments",
         default="1,2,3",
-        help="comma-separated subset of 1,2,3 (3 needs 1 and runs it)",
+        help="comma-separated subset of 1,2,3,4 (3 needs 1 and runs it; 4 is the depth study)",
     )
     args = parser.parse_args(argv)
     try:
         experiments = sorted({int(x) for x in args.experiments.split(",")})
     except ValueError:
         experiments = []
-    if not experiments or not set(experiments) <= {1, 2, 3}:
+    if not experiments or not set(experiments) <= {1, 2, 3, 4}:
         parser.error(
-            f"argument --experiments: expected a subset of 1,2,3, got {args.experiments!r}"
+            f"argument --experiments: expected a subset of 1,2,3,4, got {args.experiments!r}"
         )
     if args.workers < 1:
         parser.error(f"argument --workers: must be >= 1, got {args.workers}")
