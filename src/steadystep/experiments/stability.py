@@ -615,16 +615,24 @@ def run(
     experiments: Sequence[int] = (1, 2, 3),
     workers: int = 1,
     log: Callable[[str], None] | None = None,
+    resume: bool = False,
 ) -> dict[str, Any]:
     """Run the benchmark described by ``plan`` and write its results into ``out_dir``.
 
     ``log`` receives one progress line per finished run (default: print to stdout).
+    ``resume=True`` keeps the runs an interrupted call left in ``out_dir/stability_partial.jsonl``
+    (same plan required) and trains only the others; runs are deterministic, so the results
+    are those of one uninterrupted call.
     """
     log = log or functools.partial(print, flush=True)
     experiments = sorted(set(experiments) | ({1} if 3 in experiments else set()))
-    tasks = _tasks(plan, experiments)
-    # seed by seed (so an interrupted run has whole grids), the slow transformer runs first
-    tasks.sort(key=lambda t: (t["seed"], t["experiment"] == 2))
+    partial = out_dir / PARTIAL
+    kept = _resumable(partial, plan) if resume else []
+    finished = {_task_key(r) for r in kept}
+    tasks = [t for t in _tasks(plan, experiments) if _task_key(t) not in finished]
+    # seed by seed (so an interrupted run has whole grids), the slow transformer runs first;
+    # experiment 4's Pre-LN warmup variants (the control's control) after every other seed
+    tasks.sort(key=lambda t: (_late(t), t["seed"], t["experiment"] == 2))
     total = len(tasks) + (len(plan.shapes) * len(plan.seeds) if 3 in experiments else 0)
     meta = {
         "plan": dataclasses.asdict(plan),
@@ -635,10 +643,12 @@ def run(
         "steadystep": ss.__version__,
         "unigram_loss": unigram_loss(),
     }
+    if kept:
+        meta["resumed_runs"] = len(kept)
     # every finished run is appended here at once; --replot can rebuild from it if interrupted
-    partial = out_dir / PARTIAL
     out_dir.mkdir(parents=True, exist_ok=True)
-    partial.write_text(json.dumps(h.plain(meta)) + "\n")
+    if not kept:
+        partial.write_text(json.dumps(h.plain(meta)) + "\n")
     start = time.perf_counter()
     done = [0]
 
@@ -658,18 +668,48 @@ def run(
         tasks,
         run_task,
         workers=workers,
-        then=(lambda rs: _exp3_tasks(plan, rs)) if 3 in experiments else None,
+        then=(
+            (
+                lambda rs: [
+                    t for t in _exp3_tasks(plan, [*kept, *rs]) if _task_key(t) not in finished
+                ]
+            )
+            if 3 in experiments
+            else None
+        ),
         then_after=lambda t: t["experiment"] == 1 and t["seed"] == plan.seeds[0],
         progress=progress,
     )
     meta["seconds"] = round(time.perf_counter() - start, 1)
-    results = _results(meta, runs)
+    results = _results(meta, [*kept, *runs])
     _write(results, out_dir, plan)
     partial.unlink()
     return results
 
 
 PARTIAL = "stability_partial.jsonl"
+_TASK_KEYS = ("experiment", "depth", "norm", "warmup", "clip", "shape", "lr", "seed")
+
+
+def _task_key(task: dict[str, Any]) -> tuple[Any, ...]:
+    return tuple(task.get(k) for k in _TASK_KEYS)
+
+
+def _late(task: dict[str, Any]) -> bool:
+    return task["experiment"] == 4 and task["norm"] == "pre" and task["warmup"] != "none"
+
+
+def _resumable(partial: Path, plan: Plan) -> list[dict[str, Any]]:
+    """The runs in ``partial`` (none if it is missing); refuses another plan's runs."""
+    if not partial.exists():
+        return []
+    meta, *runs = (json.loads(line) for line in partial.read_text().splitlines())
+    if meta["plan"] != h.plain(dataclasses.asdict(plan)):
+        raise ValueError(
+            f"Argument `resume`: {partial} holds runs of another plan; use another --out or "
+            "delete it. Received: resume=True"
+        )
+    return runs
 
 
 def _results(meta: dict[str, Any], runs: list[dict[str, Any]]) -> dict[str, Any]:
@@ -830,6 +870,11 @@ def main(argv: list[str] | None = None) -> int:
         help="train nothing: recompute tables and plots from OUT/stability.json",
     )
     parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="keep the runs an interrupted run left in OUT and train only the rest",
+    )
+    parser.add_argument(
         "--experiments",
         default="1,2,3",
         help="comma-separated subset of 1,2,3,4 (3 needs 1 and runs it; 4 is the depth study)",
@@ -850,7 +895,7 @@ def main(argv: list[str] | None = None) -> int:
         print(markdown(results))
         return 0
     plan = QUICK if args.quick else FULL
-    results = run(plan, args.out, experiments=experiments, workers=args.workers)
+    results = run(plan, args.out, experiments=experiments, workers=args.workers, resume=args.resume)
     print(
         f"\nwrote {args.out}/stability.json, .csv, .md and plots in {results['meta']['seconds']} s"
     )
