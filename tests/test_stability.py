@@ -411,3 +411,17 @@ def test_quick_depth_run_end_to_end(tmp_path: Path) -> None:
         assert r["steps_run"] == plan.depth_steps and r["update_ratio_max"] > 0
     text = (tmp_path / "stability.md").read_text()
     assert "## 4. Depth: per recipe" in text and "## 1." not in text
+    # --resume after an interruption trains only the missing runs and gives the same digits
+    half = len(runs) // 2
+    lines = [json.dumps(data["meta"])] + [json.dumps(r) for r in runs[:half]]
+    (tmp_path / st.PARTIAL).write_text("\n".join(lines) + "\n")
+    out = ["--quick", "--experiments", "4", "--out", str(tmp_path), "--workers", "1"]
+    assert st.main([*out, "--resume"]) == 0
+    resumed = json.loads((tmp_path / "stability.json").read_text())
+    assert resumed["meta"]["resumed_runs"] == half
+    assert resumed["summary"] == data["summary"]
+    # runs of another plan are refused, not mixed in
+    meta = {**data["meta"], "plan": {**data["meta"]["plan"], "depth_steps": 7}}
+    (tmp_path / st.PARTIAL).write_text(json.dumps(meta) + "\n")
+    with pytest.raises(ValueError, match="`resume`"):
+        st.main([*out, "--resume"])

@@ -1,8 +1,9 @@
 """The stability benchmark: what warmup, decay and clipping buy, measured on this machine.
 
-``steadystep bench stability [--quick] [--out DIR]`` (or ``python -m
-steadystep.experiments.stability``) runs three experiments on character language models of
-Python's own help texts (:mod:`steadystep.experiments.data`), every cell with several seeds:
+``steadystep bench stability [--quick] [--out DIR] [--experiments 1,2,3,4]`` (or ``python -m
+steadystep.experiments.stability``) runs up to four experiments on character language models
+of Python's own help texts (:mod:`steadystep.experiments.data`), every cell with several seeds
+(1, 2 and 3 by default; 4 on request, it is the longest):
 
 1. **Warmup and Post-LN** (Xiong et al. 2020; Liu et al. 2020; Wortsman et al. 2023): the small
    transformer of :mod:`steadystep.experiments.models`, Post-LN and Pre-LN, Adam(0.9, 0.98),
@@ -18,6 +19,11 @@ Python's own help texts (:mod:`steadystep.experiments.data`), every cell with se
 3. **Decay shapes** (Hägele et al. 2024): constant, cosine, linear and WSD with a 1-sqrt cooldown
    on experiment 1's best setting (norm, warmup and LR; best on the first seed, so that it
    can start before the other seeds of experiment 1 are done).
+4. **Depth** (Xiong et al. 2020; Liu et al. 2020, "Understanding the Difficulty of Training
+   Transformers"): experiment 1's recipes on a narrower transformer at several depths, for
+   longer runs (:func:`depth_plan`), and the mechanism: each layer's gradient norm before the
+   first update and at a few later ones, and the relative update ``||ΔW|| / ||W||`` of each
+   layer's weight matrices (:data:`PROBES`, :func:`layer_groups`).
 
 A diverged run is counted, never dropped (see :mod:`.stability_harness`). The command writes
 ``stability.json`` (every run, summaries, settings), ``stability_runs.csv``,
@@ -33,6 +39,8 @@ References:
     https://arxiv.org/abs/1910.04209
     Wortsman et al. (2023). Small-scale proxies for large-scale Transformer training
     instabilities. https://arxiv.org/abs/2309.14322
+    Liu et al. (2020). Understanding the Difficulty of Training Transformers.
+    https://arxiv.org/abs/2004.08249
     Pascanu, Mikolov, Bengio (2013). On the difficulty of training recurrent neural networks.
     https://arxiv.org/abs/1211.5063
     Hägele et al. (2024). Scaling Laws and Compute-Optimal Training Beyond Fixed Training
@@ -62,10 +70,13 @@ from . import stability_harness as h
 
 __all__ = [
     "FULL",
+    "PROBES",
     "QUICK",
     "Plan",
     "analyse",
     "best_setting",
+    "depth_plan",
+    "layer_groups",
     "main",
     "make_clipper",
     "markdown",
@@ -354,9 +365,7 @@ class _Probe:
     def __init__(self, model: Any) -> None:
         self.groups = [ps for _, ps in layer_groups(model)]
         self.before = [[p.detach().clone() for p in ps] for ps in self.groups]
-        self.grads = [
-            _norm([p.grad for p in ps if p.grad is not None]) if ps else 0.0 for ps in self.groups
-        ]
+        self.grads = [_norm([p.grad for p in ps if p.grad is not None]) for ps in self.groups]
 
     def after(self) -> tuple[list[float], list[float]]:
         ratios = [
@@ -851,7 +860,7 @@ def main(argv: list[str] | None = None) -> int:
         prog="steadystep bench stability",
         description="Warmup, decay and clipping stability benchmark (see docs/stability.md).",
     )
-    parser.add_argument("--quick", action="store_true", help="tiny CI-sized run (< 3 minutes)")
+    parser.add_argument("--quick", action="store_true", help="tiny CI-sized run (minutes)")
     parser.add_argument(
         "--out",
         type=Path,
