@@ -640,8 +640,9 @@ def run(
     finished = {_task_key(r) for r in kept}
     tasks = [t for t in _tasks(plan, experiments) if _task_key(t) not in finished]
     # seed by seed (so an interrupted run has whole grids), the slow transformer runs first;
-    # experiment 4's Pre-LN warmup variants (the control's control) after every other seed
-    tasks.sort(key=lambda t: (_late(t), t["seed"], t["experiment"] == 2))
+    # experiment 4: every seed of Post-LN, then of the Pre-LN control without warmup, then of
+    # Pre-LN with warmup, so that a run cut short has all seeds of the study first
+    tasks.sort(key=lambda t: (_priority(t), t["seed"], t["experiment"] == 2))
     total = len(tasks) + (len(plan.shapes) * len(plan.seeds) if 3 in experiments else 0)
     meta = {
         "plan": dataclasses.asdict(plan),
@@ -704,8 +705,10 @@ def _task_key(task: dict[str, Any]) -> tuple[Any, ...]:
     return tuple(task.get(k) for k in _TASK_KEYS)
 
 
-def _late(task: dict[str, Any]) -> bool:
-    return task["experiment"] == 4 and task["norm"] == "pre" and task["warmup"] != "none"
+def _priority(task: dict[str, Any]) -> int:
+    if task["experiment"] != 4 or task["norm"] == "post":
+        return 0
+    return 1 if task["warmup"] == "none" else 2
 
 
 def _resumable(partial: Path, plan: Plan) -> list[dict[str, Any]]:
