@@ -30,14 +30,23 @@ from . import stability_harness as h
 __all__ = ["plot_all"]
 
 
-def _loss_vs_lr(ax: Any, cells: list[dict[str, Any]], by: str, scale: float = 1.0) -> None:
+def _loss_vs_lr(
+    ax: Any,
+    cells: list[dict[str, Any]],
+    by: str,
+    scale: float = 1.0,
+    colors: dict[Any, str] | None = None,
+) -> None:
     for name in dict.fromkeys(c[by] for c in cells):
         group = sorted((c for c in cells if c[by] == name), key=lambda c: c["lr"])
         lr = np.array([c["lr"] for c in group])
         med = np.array([c["loss_median"] for c in group]) * scale
         lo = med - np.array([c["loss_q25"] for c in group]) * scale
         hi = np.array([c["loss_q75"] for c in group]) * scale - med
-        line = ax.errorbar(lr, med, yerr=[lo, hi], marker="o", ms=4, capsize=2, label=name)
+        color = (colors or {}).get(name)
+        line = ax.errorbar(
+            lr, med, yerr=[lo, hi], marker="o", ms=4, capsize=2, label=name, color=color
+        )
         for c, m in zip(group, med, strict=True):
             if c["n_diverged"]:
                 color = line[0].get_color()
@@ -145,15 +154,19 @@ def plot_exp4(results: dict[str, Any]) -> Figure:
     fig = Figure(figsize=(3.6 * len(depths), 7))
     axes = fig.subplots(2, len(depths), sharey=True, squeeze=False)
     init = float(np.median([c["init_loss"] for c in cells]))
+    lrs = sorted({c["lr"] for c in cells})
+    colors = {w: f"C{i}" for i, w in enumerate(dict.fromkeys(c["warmup"] for c in cells))}
     for row, norm in enumerate(("post", "pre")):
         for ax, depth in zip(axes[row], depths, strict=True):
-            _loss_vs_lr(
-                ax, [c for c in cells if c["norm"] == norm and c["depth"] == depth], "warmup"
-            )
+            part = [c for c in cells if c["norm"] == norm and c["depth"] == depth]
+            _loss_vs_lr(ax, part, "warmup", colors=colors)
             _reference_lines(ax, results, init)
+            ax.set_xticks(lrs, [f"{lr:g}" for lr in lrs])
+            ax.minorticks_off()
             ax.set_title(f"{norm.capitalize()}-LN, {depth} blocks")
         axes[row][0].set_ylabel("final val loss, capped at init")
     axes[0][-1].legend(title="warmup", fontsize=8)
+    fig.tight_layout()
     return fig
 
 
@@ -224,13 +237,16 @@ def plot_exp4_mechanism(results: dict[str, Any]) -> Figure:
     ax3.grid(alpha=0.3)
     for norm in ("post", "pre"):
         for warmup in dict.fromkeys(r["warmup"] for r in runs):
-            points = [
-                (d, _median_iqr([
+            values = {
+                d: [
                     r["update_ratio_max"] for r in runs
                     if (r["norm"], r["depth"], r["warmup"], r["lr"]) == (norm, d, warmup, mid)
-                ]))
+                ]
                 for d in depths
-            ]  # fmt: skip
+            }  # fmt: skip
+            points = [(d, _median_iqr(v)) for d, v in values.items() if v]  # cut-short runs
+            if not points:
+                continue
             ax4.errorbar(
                 [d for d, _ in points],
                 [m for _, (m, _, _) in points],
