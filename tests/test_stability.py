@@ -201,7 +201,7 @@ def test_bad_recipe_names_the_argument(call: object, name: str) -> None:
 def test_cli_rejects_bad_arguments(capsys: pytest.CaptureFixture[str]) -> None:
     from steadystep.experiments import stability as st
 
-    for argv in (["--experiments", "4"], ["--experiments", "x"], ["--workers", "0"]):
+    for argv in (["--experiments", "5"], ["--experiments", "x"], ["--workers", "0"]):
         with pytest.raises(SystemExit) as exc:
             st.main(argv)
         assert exc.value.code == 2
@@ -311,3 +311,117 @@ def test_training_loop_sets_the_schedule_value_before_each_update() -> None:
         opt.step()
         scheduler.step()
     np.testing.assert_allclose(seen, schedule(np.arange(st.QUICK.tf_steps)), rtol=1e-12)
+
+
+# ------------------------------------------------------------------ experiment 4: depth
+
+
+def test_plots_do_not_import_the_experiments() -> None:
+    """One direction only: stability imports stability_plots, never the reverse."""
+    import ast
+
+    from steadystep.experiments import stability_plots
+
+    tree = ast.parse(Path(stability_plots.__file__).read_text())
+    imported = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
+    imported |= {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+    assert not {m for m in imported if m and m.split(".")[-1] == "stability"}
+
+
+def test_depth_plan_is_the_narrow_long_run_at_one_depth() -> None:
+    from steadystep.experiments import stability as st
+
+    plan = st.depth_plan(st.FULL, 12)
+    assert (plan.tf_layers, plan.tf_width, plan.tf_steps, plan.context) == (
+        12, st.FULL.depth_width, st.FULL.depth_steps, st.FULL.depth_context,
+    )  # fmt: skip
+    assert plan.tf_steps >= 600  # warmup (60 or 100 steps) is a small part of the run
+    assert st.tf_schedule("untuned", 1e-2, plan).length == plan.tf_steps
+
+
+def test_probe_measures_gradient_norm_and_relative_update_per_layer() -> None:
+    torch = pytest.importorskip("torch")
+    from steadystep.experiments import stability as st
+    from steadystep.experiments.models import CharTransformer, ModelConfig
+
+    torch.manual_seed(0)
+    model = CharTransformer(ModelConfig(vocab_size=20, context=8, d_model=16, n_layers=3))
+    names = [name for name, _ in st.layer_groups(model)]
+    assert names == ["embed", "block0", "block1", "block2", "head"]
+    x = torch.randint(0, 20, (4, 8))
+    model.loss(x, x).backward()
+    head = model.head.weight
+    grad, before = head.grad.norm().item(), head.detach().clone()
+    lr = 1e-3
+    opt = torch.optim.Adam(model.parameters(), lr=lr, betas=st.BETAS)
+    probe = st._Probe(model)
+    opt.step()
+    grads, ratios = probe.after()
+    assert len(grads) == len(ratios) == len(names)
+    assert grads[-1] == pytest.approx(grad, rel=1e-6)
+    # Adam's first update is lr * g / (|g| + eps): lr per nonzero-gradient element
+    n = int((head.grad != 0).sum())
+    assert ratios[-1] == pytest.approx(lr * math.sqrt(n) / before.norm().item(), rel=1e-3)
+    assert ratios[-1] == pytest.approx(((head - before).norm() / before.norm()).item(), rel=1e-6)
+
+
+def test_depth_run_is_deterministic() -> None:
+    pytest.importorskip("torch")
+    import dataclasses
+
+    from steadystep.experiments import stability as st
+
+    task = {"experiment": 4, "depth": 2, "norm": "post", "warmup": "linear", "lr": 1e-2}
+    task |= {"seed": 0, "plan": dataclasses.asdict(st.QUICK)}
+    first, again = st.run_task(dict(task)), st.run_task(dict(task))
+    for row in (first, again):
+        del row["seconds"], row["cpu_seconds"]
+    assert first == again
+    assert first["probe_steps"] == [s for s in st.PROBES if s < st.QUICK.depth_steps]
+    assert len(first["grad_norms"][0]) == 2 + 2  # embeddings, 2 blocks, head
+    assert first["update_ratios"][0] == [0.0] * 4  # linear warmup: the first LR is 0
+
+
+def test_quick_depth_run_end_to_end(tmp_path: Path) -> None:
+    """``--quick --experiments 4``: every cell, seed, probe and output of the depth study."""
+    pytest.importorskip("torch")
+    pytest.importorskip("matplotlib")
+    from steadystep.experiments import stability as st
+
+    plan = st.QUICK
+    assert st.main(["--quick", "--experiments", "4", "--out", str(tmp_path), "--workers", "1"]) == 0
+    assert {"stability_exp4.png", "stability_exp4_mechanism.png"} <= {
+        p.name for p in tmp_path.iterdir()
+    }
+    data = json.loads((tmp_path / "stability.json").read_text())
+    runs = data["runs"]
+    per_depth = 2 * len(plan.depth_warmups) * len(plan.depth_lrs) * len(plan.seeds)
+    assert len(runs) == len(plan.depths) * per_depth
+    summary = data["summary"]["exp4"]
+    assert len(summary["cells"]) == len(runs) // len(plan.seeds)
+    assert len(summary["recipes"]) == len(plan.depths) * 2 * len(plan.depth_warmups)
+    # the first gradient depends on the seed only: every LR and warmup must agree exactly
+    init = summary["init"]
+    assert [(r["depth"], r["norm"]) for r in init] == [
+        (d, n) for d in plan.depths for n in ("post", "pre")
+    ]
+    assert all(r["identical"] and r["n_seeds"] == len(plan.seeds) for r in init)
+    assert all(len(r["grad_layers"]) == r["depth"] + 2 for r in init)
+    for r in runs:
+        assert r["steps_run"] == plan.depth_steps and r["update_ratio_max"] > 0
+    text = (tmp_path / "stability.md").read_text()
+    assert "## 4. Depth: per recipe" in text and "## 1." not in text
+    # --resume after an interruption trains only the missing runs and gives the same digits
+    half = len(runs) // 2
+    lines = [json.dumps(data["meta"])] + [json.dumps(r) for r in runs[:half]]
+    (tmp_path / st.PARTIAL).write_text("\n".join(lines) + "\n")
+    out = ["--quick", "--experiments", "4", "--out", str(tmp_path), "--workers", "1"]
+    assert st.main([*out, "--resume"]) == 0
+    resumed = json.loads((tmp_path / "stability.json").read_text())
+    assert resumed["meta"]["resumed_runs"] == half
+    assert resumed["summary"] == data["summary"]
+    # runs of another plan are refused, not mixed in
+    meta = {**data["meta"], "plan": {**data["meta"]["plan"], "depth_steps": 7}}
+    (tmp_path / st.PARTIAL).write_text(json.dumps(meta) + "\n")
+    with pytest.raises(ValueError, match="`resume`"):
+        st.main([*out, "--resume"])

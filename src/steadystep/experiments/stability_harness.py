@@ -128,7 +128,8 @@ def summarize(runs: Iterable[Row], keys: Sequence[str]) -> list[Row]:
     ``min(final, init)`` (a diverged seed contributes its initial loss, so it pulls the
     median up instead of vanishing); ``n_diverged`` counts the diverged seeds, ``n_failed``
     those that diverged or ended no better than the unigram loss (:func:`is_failed`), and
-    ``spikes_median``/``clip_frac_median`` summarise the other per-run numbers.
+    ``spikes_median``, ``clip_frac_median`` and ``update_ratio_max_median`` summarise the
+    other per-run numbers (when the runs have them).
 
     >>> runs = [
     ...     {"lr": 0.1, "seed": s, "final_loss": f, "init_loss": 4.0, "spikes": 0}
@@ -154,7 +155,7 @@ def summarize(runs: Iterable[Row], keys: Sequence[str]) -> list[Row]:
             loss_q75=float(np.percentile(capped, 75)),
             init_loss=float(np.median([r["init_loss"] for r in group])),
         )
-        for name in ("spikes", "clip_frac"):
+        for name in ("spikes", "clip_frac", "update_ratio_max"):
             values = [r[name] for r in group if r.get(name) is not None]
             if values:
                 row[f"{name}_median"] = float(np.median(values))
