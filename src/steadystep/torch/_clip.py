@@ -122,13 +122,29 @@ def check_fold(fold: Any, optimizer: Any) -> bool:
 
 
 def check_max_norm(max_norm: Any) -> float | Tensor:
+    """A float ``> 0``, or a one-element real tensor (returned 0-dim, detached).
+
+    A tensor whose reading costs no device sync (on the CPU) is checked like a float.
+    A tensor on an accelerator is not read: :func:`clip_with_threshold` treats a value
+    that is not a finite number ``> 0`` as a non-finite norm, on device.
+    """
     if isinstance(max_norm, Tensor):
         if max_norm.numel() != 1:
             raise ValueError(
                 "Argument `max_norm` must be a number or a one-element tensor. "
                 f"Received: max_norm of shape {tuple(max_norm.shape)}"
             )
-        return max_norm
+        if max_norm.dtype == torch.bool or max_norm.is_complex():
+            raise TypeError(
+                "Argument `max_norm` must be a real number or a real tensor. "
+                f"Received: max_norm of dtype {max_norm.dtype}"
+            )
+        if max_norm.device.type == "meta":
+            raise ValueError("Argument `max_norm` is a 'meta' tensor, which holds no value.")
+        limit = max_norm.detach().reshape(())
+        if limit.device.type == "cpu":
+            check.positive("max_norm", limit.item())
+        return limit
     return check.positive("max_norm", max_norm)
 
 
@@ -241,27 +257,35 @@ class GradSet:
         foreach: bool | None = None,
         process_group: Any = None,
     ) -> Tensor:
-        """Total norm in the accumulation dtype (fp32, or fp64 for fp64 grads)."""
+        """Total norm in the accumulation dtype (fp32, or fp64 for fp64 grads).
+
+        Exact where fp32 arithmetic would over- or underflow: see :func:`_tensor_norms`
+        and :func:`_combined_norm`.
+        """
         p = norm_type
         device = self.device if self.device is not None else torch.device("cpu")
         parts: list[Tensor] = []
-        for (dev, dtype), tensors in _grouped(self.counted).items():
-            acc = _acc_dtype(dtype)
-            if _foreach_ok(dev, foreach):
-                parts.extend(torch._foreach_norm(tensors, p, dtype=acc))
-            else:
-                parts.extend(torch.linalg.vector_norm(t, p, dtype=acc) for t in tensors)
+        sources: list[Tensor] = []
+        dtype = torch.float32
+        on_cpu = True
+        for (dev, kind), tensors in _grouped(self.counted).items():
+            parts.extend(_tensor_norms(tensors, p, dev, kind, foreach))
+            sources.extend(tensors)
+            dtype = torch.promote_types(dtype, _acc_dtype(kind) or kind.to_real())
+            on_cpu = on_cpu and dev.type == "cpu"
         if parts:
-            dtype = parts[0].dtype
+            wide = parts[0].dtype
             for part in parts[1:]:
-                dtype = torch.promote_types(dtype, part.dtype)
-            stacked = torch.stack([t.to(device=device, dtype=dtype) for t in parts])
+                wide = torch.promote_types(wide, part.dtype)
+            stacked = torch.stack([t.to(device=device, dtype=wide) for t in parts])
+            if on_cpu and not math.isinf(p):
+                stacked = _rescued_on_host(stacked, sources, p)
         else:
             stacked = torch.zeros(0, dtype=torch.float32, device=device)
         if not self.dtensors and process_group is None:
             if not parts:
                 return torch.zeros((), dtype=torch.float32, device=device)
-            return torch.linalg.vector_norm(stacked, p)  # same arithmetic as torch
+            return _combined_norm(stacked, p, host=on_cpu).to(dtype)
         inf = math.isinf(p)
         if parts:
             local = stacked.max() if inf else stacked.pow(p).sum()
@@ -273,8 +297,96 @@ class GradSet:
         if process_group is not None:
             local = _dist.reduce_power_sum(local, p, process_group)
         if inf or p == 1.0:
-            return local
-        return local.pow(1.0 / p)
+            return local.to(dtype)
+        return local.pow(1.0 / p).to(dtype)
+
+
+# ------------------------------------------------------- overflow-safe norms
+#
+# The p-norm of a tensor is computed as (sum |g|^p)^(1/p), in fp32 for fp32 and half
+# gradients (torch's arithmetic, kept for its exact numbers). That sum overflows for a
+# finite gradient whose norm is above ~1.8e19 (p = 2; any bf16 or fp32 gradient can
+# reach it) and underflows to 0 for tiny ones; with p = 1e3 almost every norm is inf or
+# 0. Such a norm is recomputed scaled by the largest magnitude m, as BLAS nrm2 does:
+# ||g||_p = m * ||g / m||_p, where every |g / m| <= 1 and one of them is 1.
+
+
+def _safe_floor(dtype: torch.dtype, p: float) -> float:
+    """The smallest p-norm whose power sum (in ``dtype``) certainly did not underflow."""
+    info = torch.finfo(dtype)
+    return float((info.tiny / info.eps) ** (1.0 / p))
+
+
+def _in_range(norms: Tensor, p: float) -> Tensor:
+    """Where the plain (unscaled) norms are exact: finite and above the underflow zone."""
+    return (norms >= _safe_floor(norms.dtype, p)) & (norms < math.inf)
+
+
+_CHUNK = 1 << 24  # elements divided by m at a time: bounds the temporary to 64 MiB
+
+
+def _scaled_norm(t: Tensor, p: float, plain: Tensor) -> Tensor:
+    """``m * ||t / m||_p`` with ``m = max|t|``, in ``plain``'s dtype; ``plain`` where ``m`` is
+    0 (a zero tensor), inf or NaN (non-finite values: the plain norm is inf or NaN too)."""
+    if t.numel() == 0:
+        return plain
+    flat = t.reshape(-1)
+    m = torch.linalg.vector_norm(flat, math.inf, dtype=plain.dtype)
+    usable = (m > 0) & torch.isfinite(m)
+    scale = torch.where(usable, m, torch.ones_like(m))
+    pieces = [
+        torch.linalg.vector_norm(chunk.to(plain.dtype) / scale, p) for chunk in flat.split(_CHUNK)
+    ]
+    inner = pieces[0] if len(pieces) == 1 else torch.linalg.vector_norm(torch.stack(pieces), p)
+    return torch.where(usable, m * inner, plain)
+
+
+def _scales_on_device(dev: torch.device, dtype: torch.dtype, p: float) -> bool:
+    """Whether norms of these gradients get the sync-free fp64 accumulation (CUDA, p = 1 or
+    2, fp32/bf16): one pass, and no finite fp32/bf16 value over- or underflows fp64 sums of
+    ``|g|`` or ``g**2``. fp16 needs nothing: its squares cannot overflow fp32 sums."""
+    return dev.type == "cuda" and p in (1.0, 2.0) and dtype in (torch.float32, torch.bfloat16)
+
+
+def _tensor_norms(
+    tensors: list[Tensor], p: float, dev: torch.device, dtype: torch.dtype, foreach: bool | None
+) -> list[Tensor]:
+    """The p-norm of each tensor (same device and dtype), exact where fp32 sums overflow.
+
+    CPU: torch's plain norms; :func:`_rescued_on_host` then redoes the few out of range.
+    CUDA, p = 1 or 2, fp32/bf16: accumulated in fp64 (see :func:`_scales_on_device`).
+    Any other accelerator case (fp64 gradients, other p, other devices): plain and scaled
+    norms are both computed and chosen on device (no sync; two more passes over the data).
+    """
+    acc = torch.float64 if _scales_on_device(dev, dtype, p) else _acc_dtype(dtype)
+    if _foreach_ok(dev, foreach):
+        parts = list(torch._foreach_norm(tensors, p, dtype=acc))
+    else:
+        parts = [torch.linalg.vector_norm(t, p, dtype=acc) for t in tensors]
+    if dev.type == "cpu" or math.isinf(p) or acc == torch.float64 or dtype == torch.float16:
+        return parts
+    plain = torch.stack(parts)
+    scaled = torch.stack([_scaled_norm(t, p, n) for t, n in zip(tensors, parts, strict=True)])
+    return list(torch.where(_in_range(plain, p), plain, scaled).unbind())
+
+
+def _rescued_on_host(stacked: Tensor, tensors: list[Tensor], p: float) -> Tensor:
+    """CPU: redo scaled the norms out of range (reading them costs no device sync)."""
+    ok = _in_range(stacked, p)
+    if bool(ok.all()):
+        return stacked
+    stacked = stacked.clone()
+    for i in (~ok).nonzero().flatten().tolist():
+        stacked[i] = _scaled_norm(tensors[i], p, stacked[i])
+    return stacked
+
+
+def _combined_norm(norms: Tensor, p: float, *, host: bool) -> Tensor:
+    """``||norms||_p`` (the total of per-tensor norms) without over- or underflow."""
+    plain = torch.linalg.vector_norm(norms, p)  # torch's arithmetic
+    if math.isinf(p) or (host and bool(_in_range(plain, p))):
+        return plain
+    return torch.where(_in_range(plain, p), plain, _scaled_norm(norms, p, plain))
 
 
 def grad_set(parameters: Any, duplicates: Iterable[Tensor] = ()) -> GradSet:
@@ -409,8 +521,15 @@ def clip_with_threshold(
     optimizer: torch.optim.Optimizer | None,
     extra_skip: Tensor | None = None,
     fold: bool = False,
+    check_threshold: bool = False,
 ) -> ClipResult:
     """Scale ``gs`` by ``min(1, threshold / (total + 1e-6))`` under a non-finite policy.
+
+    Coefficients: an ``inf`` threshold enforces nothing (coefficient 1, even for an inf or
+    NaN norm); a finite threshold over an inf norm gives 0 and over a NaN norm NaN, as in
+    torch. ``check_threshold``: ``threshold`` is a user's tensor whose value was not read
+    (on an accelerator); one that is not ``> 0`` counts as a non-finite norm (``"raise"``:
+    ``ValueError``; ``"skip"``: skipped; ``"propagate"``: coefficient NaN), never applied.
 
     With ``fold`` and a fused ``optimizer`` stepping every parameter of ``gs``, the
     scaling is left to that optimizer's next step (its ``grad_scale`` input).
@@ -430,6 +549,18 @@ def clip_with_threshold(
         else torch.full((), threshold, dtype=total.dtype, device=total.device)
     )
     coef = torch.clamp(thr / (total + _EPS), max=1.0)
+    # A threshold of inf enforces nothing: coefficient 1 whatever the norm (inf / inf
+    # would be NaN and turn every finite gradient into NaN).
+    if isinstance(threshold, Tensor) or math.isinf(threshold):
+        coef = torch.where(thr == math.inf, torch.ones_like(coef), coef)
+    if check_threshold:  # a user's max_norm tensor on an accelerator, not read on the host
+        bad = ~(thr > 0)  # NaN compares False
+        if nonfinite == "raise" and bool(bad):
+            raise ValueError(
+                f"Argument `max_norm` must be > 0. Received: max_norm={float(thr)} (a tensor)"
+            )
+        coef = torch.where(bad, torch.full_like(coef, math.nan), coef)
+        finite = finite & ~bad
     skipped = torch.zeros((), dtype=torch.bool, device=total.device)
     if nonfinite == "skip":
         skipped = ~finite
@@ -439,8 +570,8 @@ def clip_with_threshold(
     if nonfinite == "skip" or extra_skip is not None:
         dropped = apply_skip(skipped, gs, optimizer)
     result = ClipResult(norm32, thr.to(torch.float32), coef.to(torch.float32), coef < 1.0, skipped)
-    if gs.empty or dropped:
-        return result
+    if gs.empty or dropped or (not isinstance(threshold, Tensor) and math.isinf(threshold)):
+        return result  # nothing to scale (an inf float threshold: coefficient exactly 1)
     # On CPU, reading the coefficient costs no device sync, and multiplying by exactly
     # 1 changes nothing: skip that full pass over the gradients.
     if _all_cpu(gs) and bool(coef == 1.0):
@@ -563,7 +694,13 @@ def clip_grad_norm_(
     gs = grad_set(parameters, duplicates)
     total = gs.norm(p, foreach=foreach, process_group=process_group)
     result = clip_with_threshold(
-        gs, total, limit, nonfinite=policy, optimizer=optimizer, fold=folded
+        gs,
+        total,
+        limit,
+        nonfinite=policy,
+        optimizer=optimizer,
+        fold=folded,
+        check_threshold=isinstance(limit, Tensor) and limit.device.type != "cpu",
     )
     return result if return_result else result.norm
 
