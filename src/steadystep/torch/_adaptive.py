@@ -40,6 +40,7 @@ from ._clip import (
     check_nonfinite,
     clip_with_threshold,
     grad_set,
+    restamp,
 )
 from ._contiguous import GradBuffer
 
@@ -81,6 +82,7 @@ class _Clipper:
         return gs, gs.norm(self.norm_type, process_group=self.process_group)
 
     def _finish(self, result: ClipResult) -> Tensor:
+        restamp(self.optimizer)  # after this clip's own scaling (AGC's unit-wise pass too)
         self.last = result
         return result.norm
 

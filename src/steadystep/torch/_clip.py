@@ -17,6 +17,7 @@ References:
 from __future__ import annotations
 
 import math
+import weakref
 from collections.abc import Iterable
 from typing import Any, Literal, NamedTuple, overload
 
@@ -406,6 +407,66 @@ def _fused(optimizer: torch.optim.Optimizer) -> bool:
     )
 
 
+class _Armed:
+    """What the next step of one fused optimizer receives from clipping, and on which
+    gradients it was measured (``stamp``: a weak reference and the in-place version counter
+    of each parameter's ``.grad``, taken at the end of the clip call)."""
+
+    def __init__(self, optimizer: torch.optim.Optimizer) -> None:
+        self.values: dict[str, Tensor] = {}
+        self.handles: list[Any] = []
+        self.stamp = _grad_stamp(optimizer)
+
+    def remove(self) -> None:
+        for handle in self.handles:
+            handle.remove()
+
+
+def _grad_stamp(optimizer: torch.optim.Optimizer) -> list[tuple[Any, int]]:
+    stamp: list[tuple[Any, int]] = []
+    for group in optimizer.param_groups:
+        for p in group["params"]:
+            g = p.grad
+            stamp.append((None, -1) if g is None else (weakref.ref(g), g._version))
+    return stamp
+
+
+def _grads_changed(armed: _Armed, optimizer: Any, *, in_place: bool) -> bool:
+    """Whether a gradient is no longer the tensor the arming clip measured (set to None or
+    replaced: ``zero_grad()``, a new backward after it) or, with ``in_place``, was modified
+    in place since (``zero_grad(set_to_none=False)``, a backward accumulating into it)."""
+    stamp = iter(armed.stamp)
+    count = 0
+    for group in optimizer.param_groups:
+        for p in group["params"]:
+            ref, version = next(stamp, (None, -2))
+            count += 1
+            g = p.grad
+            if ref is None:
+                if g is not None or version == -2:
+                    return True
+            elif g is None or ref() is not g or (in_place and g._version != version):
+                return True
+    return count != len(armed.stamp)
+
+
+def disarm_stale(optimizer: torch.optim.Optimizer | None) -> None:
+    """At the start of a clip: drop a skip or fold armed on gradients that have changed
+    since (its step never ran: the batch was dropped, or zeroed, or a new backward ran)."""
+    armed: _Armed | None = getattr(optimizer, "_steadystep_pending", None)
+    if armed is not None and _grads_changed(armed, optimizer, in_place=True):
+        armed.remove()
+        del optimizer._steadystep_pending  # type: ignore[union-attr]
+
+
+def restamp(optimizer: torch.optim.Optimizer | None) -> None:
+    """At the end of a clip (after its own in-place scaling): the armed state belongs to the
+    gradients as they are now."""
+    armed: _Armed | None = getattr(optimizer, "_steadystep_pending", None)
+    if armed is not None:
+        armed.stamp = _grad_stamp(optimizer)  # type: ignore[arg-type]
+
+
 def _arm_step(
     optimizer: torch.optim.Optimizer, *, skip: Tensor | None = None, scale: Tensor | None = None
 ) -> None:
@@ -417,13 +478,16 @@ def _arm_step(
     kernel divides every gradient by it and writes the result back), both on
     device, without a host sync. A one-shot pre-hook sets them, combined with what a
     GradScaler put there (``found_inf``: either; ``grad_scale``: the product), and a
-    post-hook removes what it set.
+    post-hook removes what it set. The pre-hook applies nothing when a gradient is no
+    longer the tensor the clip measured (see :func:`_grads_changed`); a later clip drops
+    what is armed when a gradient changed in any way (:func:`disarm_stale`).
     """
-    pending: dict[str, Tensor] | None = getattr(optimizer, "_steadystep_pending", None)
-    first = pending is None
-    if pending is None:
-        pending = {}
-        optimizer._steadystep_pending = pending  # type: ignore[attr-defined]
+    armed: _Armed | None = getattr(optimizer, "_steadystep_pending", None)
+    first = armed is None
+    if armed is None:
+        armed = _Armed(optimizer)
+        optimizer._steadystep_pending = armed  # type: ignore[attr-defined]
+    pending = armed.values
     if skip is not None:
         flag = skip.to(torch.float32)
         # several clippers before one step: skip if any says so
@@ -440,33 +504,34 @@ def _arm_step(
         pending["grad_scale"] = 1.0 / scale.to(torch.float32)
     if not first:
         return
-    handles: list[Any] = []
 
     def pre_hook(opt: Any, args: Any, kwargs: Any) -> None:
+        ours: _Armed = opt.__dict__.pop("_steadystep_pending")
         owned: dict[str, tuple[Tensor, bool]] = {}
-        for name, ours in opt.__dict__.pop("_steadystep_pending").items():
+        opt._steadystep_owned = owned
+        if _grads_changed(ours, opt, in_place=False):
+            return  # armed on gradients that are gone: this step is not the one it was for
+        for name, value in ours.values.items():
             existing = getattr(opt, name, None)
             if existing is None:  # GradScaler sets grad_scale=None after unscale_()
-                owned[name] = (ours, hasattr(opt, name))
-                setattr(opt, name, ours)
+                owned[name] = (value, hasattr(opt, name))
+                setattr(opt, name, value)
             elif name == "found_inf":  # GradScaler's own: it deletes it after the step
-                opt.found_inf = torch.maximum(existing, ours.to(existing.device))
+                opt.found_inf = torch.maximum(existing, value.to(existing.device))
             else:
-                opt.grad_scale = existing * ours.to(existing.device)
-        opt._steadystep_owned = owned
+                opt.grad_scale = existing * value.to(existing.device)
 
     def post_hook(opt: Any, args: Any, kwargs: Any) -> None:
-        for name, (ours, was_there) in opt.__dict__.pop("_steadystep_owned", {}).items():
-            if getattr(opt, name, None) is ours:
+        for name, (value, was_there) in opt.__dict__.pop("_steadystep_owned", {}).items():
+            if getattr(opt, name, None) is value:
                 if was_there:  # put the None back for whoever set it (and deletes it)
                     setattr(opt, name, None)
                 else:
                     delattr(opt, name)
-        for handle in handles:
-            handle.remove()
+        armed.remove()
 
-    handles.append(optimizer.register_step_pre_hook(pre_hook))
-    handles.append(optimizer.register_step_post_hook(post_hook))
+    armed.handles.append(optimizer.register_step_pre_hook(pre_hook))
+    armed.handles.append(optimizer.register_step_post_hook(post_hook))
 
 
 def apply_skip(skip: Tensor, gs: GradSet, optimizer: torch.optim.Optimizer | None) -> bool:
@@ -534,6 +599,7 @@ def clip_with_threshold(
     With ``fold`` and a fused ``optimizer`` stepping every parameter of ``gs``, the
     scaling is left to that optimizer's next step (its ``grad_scale`` input).
     """
+    disarm_stale(optimizer)
     norm32 = total.to(torch.float32)
     finite = torch.isfinite(total)
     if nonfinite == "raise" and not bool(finite):
@@ -702,6 +768,7 @@ def clip_grad_norm_(
         fold=folded,
         check_threshold=isinstance(limit, Tensor) and limit.device.type != "cpu",
     )
+    restamp(optimizer)
     return result if return_result else result.norm
 
 
