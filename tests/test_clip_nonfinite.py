@@ -495,3 +495,28 @@ def test_a_spike_skip_then_dropped_batch_and_clippers_stacked_on_one_backward() 
     opt.step()
     opt_twin.step()
     assert _same(ours, twin) and _leftovers(opt) == []
+
+
+@pytest.mark.parametrize("zero", list(ZEROINGS))
+def test_stale_arming_is_noticed_among_many_parameters_some_without_gradients(zero: str) -> None:
+    """The gradients are sampled (16 spread over the parameters, as GradBuffer's
+    sentinels); the first ones sampled here get no gradient, so the sample looks further."""
+    torch.manual_seed(0)
+    layers = torch.nn.ModuleList(torch.nn.Linear(2, 1) for _ in range(100))
+    used = [layer for i, layer in enumerate(layers) if i % 7 == 3]
+    opt = torch.optim.SGD(layers.parameters(), lr=0.1, fused=True)
+
+    def backward(bad: float | None = None) -> None:
+        x = torch.ones(1, 2) if bad is None else torch.full((1, 2), bad)
+        sum(layer(x).sum() for layer in used).backward()
+
+    backward(NAN)
+    sst.clip_grad_norm_(layers.parameters(), 1.0, nonfinite="skip", optimizer=opt)
+    assert len(_clip._grad_stamp(opt)[1]) == 16
+    ZEROINGS[zero](layers, opt)
+    backward()
+    before = [p.detach().clone() for p in layers.parameters()]
+    sst.clip_grad_norm_(layers.parameters(), 1e9, nonfinite="skip", optimizer=opt)
+    opt.step()
+    moved = [not torch.equal(a, b) for a, b in zip(before, layers.parameters(), strict=True)]
+    assert sum(moved) == 2 * len(used) and _leftovers(opt) == []

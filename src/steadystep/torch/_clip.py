@@ -16,6 +16,7 @@ References:
 
 from __future__ import annotations
 
+import functools
 import math
 import weakref
 from collections.abc import Iterable
@@ -312,6 +313,7 @@ class GradSet:
 # ||g||_p = m * ||g / m||_p, where every |g / m| <= 1 and one of them is 1.
 
 
+@functools.lru_cache(maxsize=64)
 def _safe_floor(dtype: torch.dtype, p: float) -> float:
     """The smallest p-norm whose power sum (in ``dtype``) certainly did not underflow."""
     info = torch.finfo(dtype)
@@ -385,7 +387,7 @@ def _rescued_on_host(stacked: Tensor, tensors: list[Tensor], p: float) -> Tensor
 def _combined_norm(norms: Tensor, p: float, *, host: bool) -> Tensor:
     """``||norms||_p`` (the total of per-tensor norms) without over- or underflow."""
     plain = torch.linalg.vector_norm(norms, p)  # torch's arithmetic
-    if math.isinf(p) or (host and bool(_in_range(plain, p))):
+    if math.isinf(p) or (host and _safe_floor(plain.dtype, p) <= float(plain) < math.inf):
         return plain
     return torch.where(_in_range(plain, p), plain, _scaled_norm(norms, p, plain))
 
@@ -409,45 +411,54 @@ def _fused(optimizer: torch.optim.Optimizer) -> bool:
 
 class _Armed:
     """What the next step of one fused optimizer receives from clipping, and on which
-    gradients it was measured (``stamp``: a weak reference and the in-place version counter
-    of each parameter's ``.grad``, taken at the end of the clip call)."""
+    gradients it was measured (``stamp``, see :func:`_grad_stamp`; taken at the end of
+    the clip call)."""
 
-    def __init__(self, optimizer: torch.optim.Optimizer) -> None:
+    def __init__(self) -> None:
         self.values: dict[str, Tensor] = {}
         self.handles: list[Any] = []
-        self.stamp = _grad_stamp(optimizer)
+        self.stamp: tuple[int, list[tuple[Tensor, Any, int]]] = (0, [])  # no stamp: changed
 
     def remove(self) -> None:
         for handle in self.handles:
             handle.remove()
 
 
-def _grad_stamp(optimizer: torch.optim.Optimizer) -> list[tuple[Any, int]]:
-    stamp: list[tuple[Any, int]] = []
-    for group in optimizer.param_groups:
-        for p in group["params"]:
+_SAMPLE = 16  # gradients that stand for all: as many as GradBuffer's sentinels
+
+
+def _grad_stamp(optimizer: torch.optim.Optimizer) -> tuple[int, list[tuple[Tensor, Any, int]]]:
+    """The parameter count and, for up to 16 gradients spread over the parameters, the
+    parameter, a weak reference to its ``.grad`` and that tensor's in-place version.
+
+    ``zero_grad()`` (either kind), a backward, or replacing the gradients change every
+    one of them, so a sample notices them without reading 20,000 ``.grad`` per step.
+    """
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    stride = max(1, len(params) // _SAMPLE)
+    sample: list[tuple[Tensor, Any, int]] = []
+    for offset in range(stride):  # the spread first; then further along if those had none
+        for p in params[offset::stride]:
             g = p.grad
-            stamp.append((None, -1) if g is None else (weakref.ref(g), g._version))
-    return stamp
+            if g is not None:
+                sample.append((p, weakref.ref(g), g._version))
+        if len(sample) >= _SAMPLE:
+            break
+    return len(params), sample[:_SAMPLE]
 
 
 def _grads_changed(armed: _Armed, optimizer: Any, *, in_place: bool) -> bool:
-    """Whether a gradient is no longer the tensor the arming clip measured (set to None or
-    replaced: ``zero_grad()``, a new backward after it) or, with ``in_place``, was modified
-    in place since (``zero_grad(set_to_none=False)``, a backward accumulating into it)."""
-    stamp = iter(armed.stamp)
-    count = 0
-    for group in optimizer.param_groups:
-        for p in group["params"]:
-            ref, version = next(stamp, (None, -2))
-            count += 1
-            g = p.grad
-            if ref is None:
-                if g is not None or version == -2:
-                    return True
-            elif g is None or ref() is not g or (in_place and g._version != version):
-                return True
-    return count != len(armed.stamp)
+    """Whether the gradients are no longer the tensors the arming clip measured (set to
+    None or replaced: ``zero_grad()``, a new backward after it) or, with ``in_place``, were
+    modified in place since (``zero_grad(set_to_none=False)``, a backward accumulating)."""
+    count, sample = armed.stamp
+    if not sample or count != sum(len(group["params"]) for group in optimizer.param_groups):
+        return True
+    for p, ref, version in sample:
+        g = p.grad
+        if g is None or ref() is not g or (in_place and g._version != version):
+            return True
+    return False
 
 
 def disarm_stale(optimizer: torch.optim.Optimizer | None) -> None:
@@ -485,7 +496,7 @@ def _arm_step(
     armed: _Armed | None = getattr(optimizer, "_steadystep_pending", None)
     first = armed is None
     if armed is None:
-        armed = _Armed(optimizer)
+        armed = _Armed()
         optimizer._steadystep_pending = armed  # type: ignore[attr-defined]
     pending = armed.values
     if skip is not None:
