@@ -420,8 +420,8 @@ def spike_step(
     As OLMo-core's skip-step optimizer: a spike is ``|norm - mean| > sigma * std``
     over the previous norms of the window (unbiased std), tested only once at least
     ``min_history`` norms were seen (see :func:`spike_min_history`: default
-    ``min(max(20, window // 2), window)``). A constant
-    history (``std = 0``) flags any different norm; a non-finite norm is always a spike.
+    ``min(max(20, window // 2), window)``). A constant history (``std = 0``) flags any
+    different norm; a non-finite norm is always a spike.
 
     Examples:
         >>> import numpy as np
