@@ -272,8 +272,9 @@ def spike_skip(
     A spike (OLMo-core's rule, :func:`steadystep.clip.spike_step`) is a global norm more than
     ``sigma`` standard deviations from the mean of the last ``window`` norms, once
     ``min_history`` (default ``min(max(20, window // 2), window)``, at most ``window``) were
-    seen; a non-finite norm always is one. A skipped update is all zeros and leaves ``inner``'s state exactly as it was, so Adam's
-    moments and counts are untouched. The norm still enters the history (if finite).
+    seen; a non-finite norm always is one. A skipped update is all zeros and leaves
+    ``inner``'s state exactly as it was, so Adam's moments and counts are untouched. The norm
+    still enters the history (if finite).
 
     Examples:
         >>> import optax, jax.numpy as jnp
