@@ -22,6 +22,7 @@ from ._rules import history_mean_std as history_mean_std
 from ._rules import history_percentile as history_percentile
 from ._rules import history_push as history_push
 from ._rules import spike_init as spike_init
+from ._rules import spike_min_history as spike_min_history
 from ._rules import spike_step as spike_step
 from ._rules import unitwise_norm as unitwise_norm
 from ._rules import zclip_init as zclip_init
@@ -49,6 +50,7 @@ __all__ = [
     "skip_init",
     "skip_step",
     "spike_init",
+    "spike_min_history",
     "spike_step",
     "unitwise_norm",
     "zclip_init",

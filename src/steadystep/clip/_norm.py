@@ -72,6 +72,46 @@ def _root(xp: Any, total: Array, p: float) -> Array:
     return total ** (1.0 / p)
 
 
+# Overflow and underflow. ``sum(|t|**p)`` overflows for a finite array whose norm is above
+# ~1.8e19 in float32 (p = 2; bf16 and fp32 values reach it) and underflows to 0 for tiny
+# ones; with p = 1e3 nearly every norm is inf or 0. Where the plain norm is out of range it
+# is recomputed scaled by the largest magnitude m, as BLAS nrm2 does:
+# ``||t||_p = m * ||t / m||_p``, every ``|t / m| <= 1`` and one equal to 1. No branch
+# depends on a value (``where``), so the same code runs under ``jax.jit``.
+
+
+def _in_range(xp: Any, norm: Array, p: float) -> Array:
+    """Where a plain p-norm is exact: finite, and not in its power sum's underflow zone."""
+    info = xp.finfo(norm.dtype)
+    floor = float((float(info.smallest_normal) / float(info.eps)) ** (1.0 / p))
+    return (norm >= floor) & (norm < math.inf)
+
+
+def _max_abs(xp: Any, t: Array) -> Array:
+    if math.prod(t.shape) == 0:
+        return xp.zeros((), dtype=t.dtype)
+    return xp.max(xp.abs(t))
+
+
+def _scaled_norm(xp: Any, wide: list[Array], p: float, plain: Array) -> Array:
+    """``m * ||t / m||_p`` over the widened arrays ``wide`` (``m``: their largest magnitude),
+    ``plain`` where ``m`` is 0, inf or NaN (then the plain norm is already right)."""
+    dtype = plain.dtype
+    m = xp.max(xp.stack([xp.astype(_max_abs(xp, t), dtype) for t in wide]))
+    usable = (m > 0) & (m < math.inf)
+    scale = xp.where(usable, m, xp.ones_like(m))
+    sums = [xp.astype(_power_sum(xp, xp.astype(t, dtype) / scale, p), dtype) for t in wide]
+    inner = _root(xp, xp.sum(xp.stack(sums)), p)
+    return xp.where(usable, m * inner, plain)
+
+
+def _safe(xp: Any, plain: Array, wide: list[Array], p: float) -> Array:
+    """``plain`` where it is exact, else the scaled norm (p-norm of ``wide`` together)."""
+    if math.isinf(p):
+        return plain
+    return xp.where(_in_range(xp, plain, p), plain, _scaled_norm(xp, wide, p, plain))
+
+
 def global_norm(tensors: Sequence[Array | None], *, norm_type: float = 2.0) -> Array:
     """Norm of several arrays taken together, as if they were concatenated.
 
@@ -100,6 +140,13 @@ def global_norm(tensors: Sequence[Array | None], *, norm_type: float = 2.0) -> A
     xp = _namespace(*present)
     if not present:
         return xp.asarray(0.0, dtype=xp.float32)
+    with np.errstate(over="ignore", under="ignore"):  # out-of-range sums are redone scaled
+        plain = _plain_global_norm(xp, present, p)
+        return _safe(xp, plain, [_widened(xp, xp.asarray(t)) for t in present], p)
+
+
+def _plain_global_norm(xp: Any, present: list[Array], p: float) -> Array:
+    """The global norm as ``(sum of |t|**p)**(1/p)``: exact unless out of range."""
     parts = [_power_sum(xp, xp.asarray(t), p) for t in present]
     dtype = xp.result_type(*(part.dtype for part in parts))
     stacked = xp.stack([xp.astype(part, dtype) for part in parts])
@@ -178,9 +225,28 @@ def clip_by_norm(
     _check_clip_norm(clip_norm)
     xp = _namespace(t)
     t = xp.asarray(t)
-    wide = _widened(xp, t)
-    norm = xp.sqrt(xp.sum(wide * wide, axis=axes, keepdims=axes is not None))
+    norm = l2_norm(xp, t, axes)
     return t * xp.astype(_scale(xp, norm, clip_norm), t.dtype)
+
+
+def l2_norm(xp: Any, t: Array, axes: Any = None) -> Array:
+    """L2 norm of ``t`` over ``axes`` (all: 0-dim; else kept dims), without over/underflow.
+
+    Widened to at least float32; an out-of-range slice is recomputed scaled by its largest
+    magnitude (see :func:`_in_range`).
+    """
+    keep = axes is not None
+    wide = _widened(xp, t)
+    with np.errstate(over="ignore", under="ignore"):
+        plain = xp.sqrt(xp.sum(wide * wide, axis=axes, keepdims=keep))
+        if math.prod(wide.shape) == 0:
+            return plain
+        m = xp.max(xp.abs(wide), axis=axes, keepdims=keep)
+        usable = (m > 0) & (m < math.inf)
+        scale = xp.where(usable, m, xp.ones_like(m))
+        inner = wide / scale
+        scaled = m * xp.sqrt(xp.sum(inner * inner, axis=axes, keepdims=keep))
+        return xp.where(_in_range(xp, plain, 2.0) | ~usable, plain, scaled)
 
 
 def clip_by_value(t: Array, clip_value_min: float | Array, clip_value_max: float | Array) -> Array:

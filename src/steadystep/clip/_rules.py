@@ -34,7 +34,7 @@ import numpy as np
 from array_api_compat import array_namespace, device
 
 from .. import _check as check
-from ._norm import _widened
+from ._norm import l2_norm
 
 #: the largest norm history kept (float32 entries: 64 MiB)
 HISTORY_MAX = 2**24
@@ -51,6 +51,7 @@ __all__ = [
     "history_percentile",
     "history_push",
     "spike_init",
+    "spike_min_history",
     "spike_step",
     "unitwise_norm",
     "zclip_init",
@@ -84,12 +85,10 @@ def unitwise_norm(x: Array, *, output_axis: int = 0) -> Array:
         [5.0, 1.0]
     """
     xp = array_namespace(x)
-    wide = _widened(xp, x)
     if x.ndim <= 1:
-        return xp.sqrt(xp.sum(wide * wide))
+        return l2_norm(xp, x)
     keep = output_axis % x.ndim
-    axes = tuple(i for i in range(x.ndim) if i != keep)
-    return xp.sqrt(xp.sum(wide * wide, axis=axes, keepdims=True))
+    return l2_norm(xp, x, tuple(i for i in range(x.ndim) if i != keep))
 
 
 def _check_agc(clipping: float, eps: float) -> None:
@@ -395,6 +394,30 @@ def spike_init(window: int = 128, like: Array | None = None) -> NormHistory:
     return history_init(window, like)
 
 
+def spike_min_history(window: int, min_history: int | None = None) -> int:
+    """How many norms :func:`spike_step` needs before it tests for spikes, validated.
+
+    Default ``min(max(20, window // 2), window)``: a window below 20 arms once full. An
+    explicit value must be in ``[2, window]`` (a history of ``window`` norms never holds
+    more, so a larger value would never test anything).
+
+    Examples:
+        >>> spike_min_history(128), spike_min_history(8), spike_min_history(8, 3)
+        (64, 8, 3)
+    """
+    window = check.integer("window", window, minimum=2, maximum=HISTORY_MAX)
+    if min_history is None:
+        return min(max(20, window // 2), window)
+    min_history = check.integer("min_history", min_history, minimum=2, maximum=check.INT32_MAX)
+    if min_history > window:
+        raise ValueError(
+            "Argument `min_history` must be <= window: the history holds the last `window` "
+            "norms, so spikes would never be tested. "
+            f"Received: min_history={min_history}, window={window}"
+        )
+    return min_history
+
+
 def spike_step(
     state: NormHistory, norm: Array, *, sigma: float = 6.0, min_history: int | None = None
 ) -> tuple[NormHistory, Array]:
@@ -402,8 +425,9 @@ def spike_step(
 
     As OLMo-core's skip-step optimizer: a spike is ``|norm - mean| > sigma * std``
     over the previous norms of the window (unbiased std), tested only once at least
-    ``min_history`` norms (default ``max(20, window // 2)``) were seen. A constant
-    history (``std = 0``) flags any different norm; a non-finite norm is always a spike.
+    ``min_history`` norms were seen (see :func:`spike_min_history`: default
+    ``min(max(20, window // 2), window)``). A constant history (``std = 0``) flags any
+    different norm; a non-finite norm is always a spike.
 
     Examples:
         >>> import numpy as np
@@ -417,10 +441,7 @@ def spike_step(
         True
     """
     check.positive("sigma", sigma)
-    size = state.values.shape[0]
-    if min_history is None:
-        min_history = max(20, size // 2)
-    check.integer("min_history", min_history, minimum=2, maximum=check.INT32_MAX)
+    min_history = spike_min_history(state.values.shape[0], min_history)
     xp = array_namespace(state.values)
     x = xp.astype(xp.asarray(norm), state.values.dtype)
     mean, std = history_mean_std(state)

@@ -30,6 +30,7 @@ import optax
 
 from steadystep import _check as check
 from steadystep import clip as rules
+from steadystep.clip import _norm as _norm_impl
 
 __all__ = [
     "SpikeSkipState",
@@ -48,7 +49,19 @@ _EPS = 1e-6  # as torch.nn.utils.clip_grad_norm_ and steadystep.torch
 
 
 def _norm(updates: Any) -> Array:
-    return rules.global_norm(jax.tree.leaves(updates))
+    """Global L2 norm; out of float32 range (a finite norm above ~1.8e19, or tiny), it is
+    recomputed scaled by the largest magnitude. ``lax.cond`` runs that second pass only
+    when needed (``steadystep.clip.global_norm`` computes both and selects)."""
+    leaves = [jnp.asarray(leaf) for leaf in jax.tree.leaves(updates)]
+    if not leaves:
+        return rules.global_norm(leaves)
+    plain = _norm_impl._plain_global_norm(jnp, leaves, 2.0)
+    wide = [_norm_impl._widened(jnp, leaf) for leaf in leaves]
+    return jax.lax.cond(
+        _norm_impl._in_range(jnp, plain, 2.0),
+        lambda: plain,
+        lambda: _norm_impl._scaled_norm(jnp, wide, 2.0, plain),
+    )
 
 
 def _scaled(updates: Any, factor: Array) -> Any:
@@ -56,8 +69,11 @@ def _scaled(updates: Any, factor: Array) -> Any:
 
 
 def _coefficient(threshold: Array, norm: Array) -> Array:
-    """``min(1, threshold / (norm + 1e-6))``: the adaptive clippers' (and torch's) coefficient."""
-    return jnp.minimum(threshold / (norm + _EPS), 1.0)
+    """``min(1, threshold / (norm + 1e-6))``: the adaptive clippers' (and torch's) coefficient.
+
+    An ``inf`` threshold enforces nothing: 1 even for an inf or NaN norm (``inf / inf``
+    would be NaN and turn every finite update into NaN), as ``steadystep.torch``."""
+    return jnp.where(threshold == jnp.inf, 1.0, jnp.minimum(threshold / (norm + _EPS), 1.0))
 
 
 def _check_nonfinite(nonfinite: Any) -> str:
@@ -101,7 +117,7 @@ def clip_by_global_norm(
         del params
         leaves, tree = jax.tree.flatten(updates)
         clipped: list[Any]
-        clipped, norm = rules.clip_by_global_norm(leaves, max_norm)
+        clipped, norm = rules.clip_by_global_norm(leaves, max_norm, use_norm=_norm(leaves))
         if policy == "skip":
             ok = jnp.isfinite(norm)
             clipped = [jnp.where(ok, c, jnp.zeros_like(c)) for c in clipped]
@@ -259,9 +275,10 @@ def spike_skip(
 
     A spike (OLMo-core's rule, :func:`steadystep.clip.spike_step`) is a global norm more than
     ``sigma`` standard deviations from the mean of the last ``window`` norms, once
-    ``min_history`` (default ``max(20, window // 2)``) were seen; a non-finite norm always is
-    one. A skipped update is all zeros and leaves ``inner``'s state exactly as it was, so Adam's
-    moments and counts are untouched. The norm still enters the history (if finite).
+    ``min_history`` (default ``min(max(20, window // 2), window)``, at most ``window``) were
+    seen; a non-finite norm always is one. A skipped update is all zeros and leaves
+    ``inner``'s state exactly as it was, so Adam's moments and counts are untouched. The norm
+    still enters the history (if finite).
 
     Examples:
         >>> import optax, jax.numpy as jnp

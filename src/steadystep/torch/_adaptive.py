@@ -45,6 +45,7 @@ from ._clip import (
     check_nonfinite,
     clip_with_threshold,
     grad_set,
+    restamp,
 )
 from ._contiguous import GradBuffer
 
@@ -131,6 +132,7 @@ class _Clipper:
         return self.last
 
     def _finish(self, result: ClipResult) -> Tensor:
+        restamp(self.optimizer)  # after this clip's own scaling (AGC's unit-wise pass too)
         self.last = result
         return result.norm
 
@@ -482,7 +484,8 @@ class SpikeSkip(_Clipper):
     """Skip the update whose gradient norm is an outlier of its recent history (as OLMo).
 
     A spike is ``|norm - mean| > sigma * std`` over the previous ``window`` finite
-    norms (tested once ``min_history`` were seen, default ``max(20, window // 2)``),
+    norms (tested once ``min_history`` were seen, default ``min(max(20, window // 2),
+    window)``; an explicit one must be in ``[2, window]``),
     or a non-finite norm. A spike makes the next ``optimizer.step()`` change nothing
     (see ``clip_grad_norm_(nonfinite="skip")``: pass a fused optimizer to skip on GPU
     without a sync). ``max_norm`` optionally clips the other steps as
@@ -525,9 +528,9 @@ class SpikeSkip(_Clipper):
             agree=agree,
             fold=fold,
         )
-        self.window = check.integer("window", window, minimum=1, maximum=_rules.HISTORY_MAX)
+        self.window = check.integer("window", window, minimum=2, maximum=_rules.HISTORY_MAX)
         self.sigma = check.positive("sigma", sigma)
-        self.min_history = max(20, self.window // 2) if min_history is None else min_history
+        self.min_history = _rules.spike_min_history(self.window, min_history)
         self.max_norm = None if max_norm is None else float(check_max_norm(max_norm))
         self._state = _rules.spike_init(self.window, like=self._like)
         _rules.spike_step(self._state, self._like, sigma=self.sigma, min_history=self.min_history)

@@ -16,7 +16,9 @@ References:
 
 from __future__ import annotations
 
+import functools
 import math
+import weakref
 from collections.abc import Iterable
 from typing import Any, Literal, NamedTuple, overload
 
@@ -122,13 +124,29 @@ def check_fold(fold: Any, optimizer: Any) -> bool:
 
 
 def check_max_norm(max_norm: Any) -> float | Tensor:
+    """A float ``> 0``, or a one-element real tensor (returned 0-dim, detached).
+
+    A tensor whose reading costs no device sync (on the CPU) is checked like a float.
+    A tensor on an accelerator is not read: :func:`clip_with_threshold` treats a value
+    that is not a finite number ``> 0`` as a non-finite norm, on device.
+    """
     if isinstance(max_norm, Tensor):
         if max_norm.numel() != 1:
             raise ValueError(
                 "Argument `max_norm` must be a number or a one-element tensor. "
                 f"Received: max_norm of shape {tuple(max_norm.shape)}"
             )
-        return max_norm
+        if max_norm.dtype == torch.bool or max_norm.is_complex():
+            raise TypeError(
+                "Argument `max_norm` must be a real number or a real tensor. "
+                f"Received: max_norm of dtype {max_norm.dtype}"
+            )
+        if max_norm.device.type == "meta":
+            raise ValueError("Argument `max_norm` is a 'meta' tensor, which holds no value.")
+        limit = max_norm.detach().reshape(())
+        if limit.device.type == "cpu":
+            check.positive("max_norm", limit.item())
+        return limit
     return check.positive("max_norm", max_norm)
 
 
@@ -164,6 +182,12 @@ def _foreach_ok(device: torch.device, foreach: bool | None) -> bool:
 def _acc_dtype(dtype: torch.dtype) -> torch.dtype | None:
     """Accumulation dtype override: fp32 for half types, None (unchanged) otherwise."""
     return torch.float32 if dtype in (torch.float16, torch.bfloat16) else None
+
+
+class _LocalNorms(NamedTuple):
+    norms: Tensor  # per-tensor norms, stacked
+    dtype: torch.dtype  # the total's dtype
+    host: bool  # every gradient on CPU (reading a value costs no device sync)
 
 
 class GradSet:
@@ -251,23 +275,25 @@ class GradSet:
         """Total norm in the accumulation dtype (fp32, or fp64 for fp64 grads).
 
         ``process_group`` and ``agree`` as in :func:`clip_grad_norm_` (see
-        ``_distributed``'s rules).
+        ``_distributed``'s rules). Exact where fp32 arithmetic would over- or underflow: see
+        :func:`_tensor_norms` and :func:`_combined_norm` (the distributed power sums are
+        plain fp32/fp64 sums).
         """
         p = norm_type
         device = self.device if self.device is not None else torch.device("cpu")
         if process_group is None and _dist.is_distributed():
             _dist.refuse_fsdp1(self.params)
-        stacked = self._local_norms(p, foreach, device)
+        stacked, dtype, host = self._local_norms(p, foreach, device)
         if not self.dtensors and process_group is None and isinstance(agree, bool):
             if not stacked.numel():
                 return torch.zeros((), dtype=torch.float32, device=device)
-            return torch.linalg.vector_norm(stacked, p)  # same arithmetic as torch
+            return _combined_norm(stacked, p, host=host).to(dtype)
         pairs = _dist.group_pairs(process_group)
         if pairs is None:
             parts = [(process_group, self._power(stacked, p), self.dtensors)]
         else:
             parts = [
-                (group, sub._power(sub._local_norms(p, foreach, device), p), sub.dtensors)
+                (group, sub._power(sub._local_norms(p, foreach, device).norms, p), sub.dtensors)
                 for sub, group in self._split(pairs)
             ]
         total = _dist.global_power_sum(parts, p, device)
@@ -279,24 +305,30 @@ class GradSet:
         if group is not False:
             total = _dist.agree(total, group)
         if math.isinf(p) or p == 1.0:
-            return total
-        return total.pow(1.0 / p)
+            return total.to(dtype)
+        return total.pow(1.0 / p).to(dtype)
 
-    def _local_norms(self, p: float, foreach: bool | None, device: torch.device) -> Tensor:
-        """Per-tensor norms of the counted plain gradients, stacked on ``device``."""
+    def _local_norms(self, p: float, foreach: bool | None, device: torch.device) -> _LocalNorms:
+        """Per-tensor norms of the counted plain gradients, stacked on ``device``, with the
+        result's dtype (fp32, or fp64 for fp64 gradients) and whether all of them are on CPU."""
         parts: list[Tensor] = []
-        for (dev, dtype), tensors in _grouped(self.counted).items():
-            acc = _acc_dtype(dtype)
-            if _foreach_ok(dev, foreach):
-                parts.extend(torch._foreach_norm(tensors, p, dtype=acc))
-            else:
-                parts.extend(torch.linalg.vector_norm(t, p, dtype=acc) for t in tensors)
+        sources: list[Tensor] = []
+        dtype = torch.float32
+        on_cpu = True
+        for (dev, kind), tensors in _grouped(self.counted).items():
+            parts.extend(_tensor_norms(tensors, p, dev, kind, foreach))
+            sources.extend(tensors)
+            dtype = torch.promote_types(dtype, _acc_dtype(kind) or kind.to_real())
+            on_cpu = on_cpu and dev.type == "cpu"
         if not parts:
-            return torch.zeros(0, dtype=torch.float32, device=device)
-        dtype = parts[0].dtype
+            return _LocalNorms(torch.zeros(0, dtype=torch.float32, device=device), dtype, on_cpu)
+        wide = parts[0].dtype
         for part in parts[1:]:
-            dtype = torch.promote_types(dtype, part.dtype)
-        return torch.stack([t.to(device=device, dtype=dtype) for t in parts])
+            wide = torch.promote_types(wide, part.dtype)
+        stacked = torch.stack([t.to(device=device, dtype=wide) for t in parts])
+        if on_cpu and not math.isinf(p):
+            stacked = _rescued_on_host(stacked, sources, p)
+        return _LocalNorms(stacked, dtype, on_cpu)
 
     @staticmethod
     def _power(stacked: Tensor, p: float) -> Tensor | None:
@@ -330,6 +362,95 @@ class GradSet:
         return subsets
 
 
+# ------------------------------------------------------- overflow-safe norms
+#
+# The p-norm of a tensor is computed as (sum |g|^p)^(1/p), in fp32 for fp32 and half
+# gradients (torch's arithmetic, kept for its exact numbers). That sum overflows for a
+# finite gradient whose norm is above ~1.8e19 (p = 2; any bf16 or fp32 gradient can
+# reach it) and underflows to 0 for tiny ones; with p = 1e3 almost every norm is inf or
+# 0. Such a norm is recomputed scaled by the largest magnitude m, as BLAS nrm2 does:
+# ||g||_p = m * ||g / m||_p, where every |g / m| <= 1 and one of them is 1.
+
+
+@functools.lru_cache(maxsize=64)
+def _safe_floor(dtype: torch.dtype, p: float) -> float:
+    """The smallest p-norm whose power sum (in ``dtype``) certainly did not underflow."""
+    info = torch.finfo(dtype)
+    return float((info.tiny / info.eps) ** (1.0 / p))
+
+
+def _in_range(norms: Tensor, p: float) -> Tensor:
+    """Where the plain (unscaled) norms are exact: finite and above the underflow zone."""
+    return (norms >= _safe_floor(norms.dtype, p)) & (norms < math.inf)
+
+
+_CHUNK = 1 << 24  # elements divided by m at a time: bounds the temporary to 64 MiB
+
+
+def _scaled_norm(t: Tensor, p: float, plain: Tensor) -> Tensor:
+    """``m * ||t / m||_p`` with ``m = max|t|``, in ``plain``'s dtype; ``plain`` where ``m`` is
+    0 (a zero tensor), inf or NaN (non-finite values: the plain norm is inf or NaN too)."""
+    if t.numel() == 0:
+        return plain
+    flat = t.reshape(-1)
+    m = torch.linalg.vector_norm(flat, math.inf, dtype=plain.dtype)
+    usable = (m > 0) & torch.isfinite(m)
+    scale = torch.where(usable, m, torch.ones_like(m))
+    pieces = [
+        torch.linalg.vector_norm(chunk.to(plain.dtype) / scale, p) for chunk in flat.split(_CHUNK)
+    ]
+    inner = pieces[0] if len(pieces) == 1 else torch.linalg.vector_norm(torch.stack(pieces), p)
+    return torch.where(usable, m * inner, plain)
+
+
+def _scales_on_device(dev: torch.device, dtype: torch.dtype, p: float) -> bool:
+    """Whether norms of these gradients get the sync-free fp64 accumulation (CUDA, p = 1 or
+    2, fp32/bf16): one pass, and no finite fp32/bf16 value over- or underflows fp64 sums of
+    ``|g|`` or ``g**2``. fp16 needs nothing: its squares cannot overflow fp32 sums."""
+    return dev.type == "cuda" and p in (1.0, 2.0) and dtype in (torch.float32, torch.bfloat16)
+
+
+def _tensor_norms(
+    tensors: list[Tensor], p: float, dev: torch.device, dtype: torch.dtype, foreach: bool | None
+) -> list[Tensor]:
+    """The p-norm of each tensor (same device and dtype), exact where fp32 sums overflow.
+
+    CPU: torch's plain norms; :func:`_rescued_on_host` then redoes the few out of range.
+    CUDA, p = 1 or 2, fp32/bf16: accumulated in fp64 (see :func:`_scales_on_device`).
+    Any other accelerator case (fp64 gradients, other p, other devices): plain and scaled
+    norms are both computed and chosen on device (no sync; two more passes over the data).
+    """
+    acc = torch.float64 if _scales_on_device(dev, dtype, p) else _acc_dtype(dtype)
+    if _foreach_ok(dev, foreach):
+        parts = list(torch._foreach_norm(tensors, p, dtype=acc))
+    else:
+        parts = [torch.linalg.vector_norm(t, p, dtype=acc) for t in tensors]
+    if dev.type == "cpu" or math.isinf(p) or acc == torch.float64 or dtype == torch.float16:
+        return parts
+    plain = torch.stack(parts)
+    scaled = torch.stack([_scaled_norm(t, p, n) for t, n in zip(tensors, parts, strict=True)])
+    return list(torch.where(_in_range(plain, p), plain, scaled).unbind())
+
+
+def _rescued_on_host(stacked: Tensor, tensors: list[Tensor], p: float) -> Tensor:
+    """CPU: redo scaled the norms out of range (reading them costs no device sync)."""
+    ok = _in_range(stacked, p)
+    if bool(ok.all()):
+        return stacked
+    stacked = stacked.clone()
+    for i in (~ok).nonzero().flatten().tolist():
+        stacked[i] = _scaled_norm(tensors[i], p, stacked[i])
+    return stacked
+
+
+def _combined_norm(norms: Tensor, p: float, *, host: bool) -> Tensor:
+    """``||norms||_p`` (the total of per-tensor norms) without over- or underflow."""
+    plain = torch.linalg.vector_norm(norms, p)  # torch's arithmetic
+    if math.isinf(p) or (host and _safe_floor(plain.dtype, p) <= float(plain) < math.inf):
+        return plain
+    return torch.where(_in_range(plain, p), plain, _scaled_norm(norms, p, plain))
+
+
 def grad_set(parameters: Any, duplicates: Iterable[Tensor] = ()) -> GradSet:
     """:class:`GradSet` of ``parameters``: a :class:`GradBuffer` is read as its flat buffers."""
     # flat_grads() checks the buffer against the gradients (and refuses a replaced
@@ -349,6 +470,75 @@ def _fused(optimizer: torch.optim.Optimizer) -> bool:
     )
 
 
+class _Armed:
+    """What the next step of one fused optimizer receives from clipping, and on which
+    gradients it was measured (``stamp``, see :func:`_grad_stamp`; taken at the end of
+    the clip call)."""
+
+    def __init__(self) -> None:
+        self.values: dict[str, Tensor] = {}
+        self.handles: list[Any] = []
+        self.stamp: tuple[int, list[tuple[Tensor, Any, int]]] = (0, [])  # no stamp: changed
+
+    def remove(self) -> None:
+        for handle in self.handles:
+            handle.remove()
+
+
+_SAMPLE = 16  # gradients that stand for all: as many as GradBuffer's sentinels
+
+
+def _grad_stamp(optimizer: torch.optim.Optimizer) -> tuple[int, list[tuple[Tensor, Any, int]]]:
+    """The parameter count and, for up to 16 gradients spread over the parameters, the
+    parameter, a weak reference to its ``.grad`` and that tensor's in-place version.
+
+    ``zero_grad()`` (either kind), a backward, or replacing the gradients change every
+    one of them, so a sample notices them without reading 20,000 ``.grad`` per step.
+    """
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    stride = max(1, len(params) // _SAMPLE)
+    sample: list[tuple[Tensor, Any, int]] = []
+    for offset in range(stride):  # the spread first; then further along if those had none
+        for p in params[offset::stride]:
+            g = p.grad
+            if g is not None:
+                sample.append((p, weakref.ref(g), g._version))
+        if len(sample) >= _SAMPLE:
+            break
+    return len(params), sample[:_SAMPLE]
+
+
+def _grads_changed(armed: _Armed, optimizer: Any, *, in_place: bool) -> bool:
+    """Whether the gradients are no longer the tensors the arming clip measured (set to
+    None or replaced: ``zero_grad()``, a new backward after it) or, with ``in_place``, were
+    modified in place since (``zero_grad(set_to_none=False)``, a backward accumulating)."""
+    count, sample = armed.stamp
+    if not sample or count != sum(len(group["params"]) for group in optimizer.param_groups):
+        return True
+    for p, ref, version in sample:
+        g = p.grad
+        if g is None or ref() is not g or (in_place and g._version != version):
+            return True
+    return False
+
+
+def disarm_stale(optimizer: torch.optim.Optimizer | None) -> None:
+    """At the start of a clip: drop a skip or fold armed on gradients that have changed
+    since (its step never ran: the batch was dropped, or zeroed, or a new backward ran)."""
+    armed: _Armed | None = getattr(optimizer, "_steadystep_pending", None)
+    if armed is not None and _grads_changed(armed, optimizer, in_place=True):
+        armed.remove()
+        del optimizer._steadystep_pending  # type: ignore[union-attr]
+
+
+def restamp(optimizer: torch.optim.Optimizer | None) -> None:
+    """At the end of a clip (after its own in-place scaling): the armed state belongs to the
+    gradients as they are now."""
+    armed: _Armed | None = getattr(optimizer, "_steadystep_pending", None)
+    if armed is not None:
+        armed.stamp = _grad_stamp(optimizer)  # type: ignore[arg-type]
+
+
 def _arm_step(
     optimizer: torch.optim.Optimizer, *, skip: Tensor | None = None, scale: Tensor | None = None
 ) -> None:
@@ -360,13 +550,16 @@ def _arm_step(
     kernel divides every gradient by it and writes the result back), both on
     device, without a host sync. A one-shot pre-hook sets them, combined with what a
     GradScaler put there (``found_inf``: either; ``grad_scale``: the product), and a
-    post-hook removes what it set.
+    post-hook removes what it set. The pre-hook applies nothing when a gradient is no
+    longer the tensor the clip measured (see :func:`_grads_changed`); a later clip drops
+    what is armed when a gradient changed in any way (:func:`disarm_stale`).
     """
-    pending: dict[str, Tensor] | None = getattr(optimizer, "_steadystep_pending", None)
-    first = pending is None
-    if pending is None:
-        pending = {}
-        optimizer._steadystep_pending = pending  # type: ignore[attr-defined]
+    armed: _Armed | None = getattr(optimizer, "_steadystep_pending", None)
+    first = armed is None
+    if armed is None:
+        armed = _Armed()
+        optimizer._steadystep_pending = armed  # type: ignore[attr-defined]
+    pending = armed.values
     if skip is not None:
         flag = skip.to(torch.float32)
         # several clippers before one step: skip if any says so
@@ -383,33 +576,34 @@ def _arm_step(
         pending["grad_scale"] = 1.0 / scale.to(torch.float32)
     if not first:
         return
-    handles: list[Any] = []
 
     def pre_hook(opt: Any, args: Any, kwargs: Any) -> None:
+        ours: _Armed = opt.__dict__.pop("_steadystep_pending")
         owned: dict[str, tuple[Tensor, bool]] = {}
-        for name, ours in opt.__dict__.pop("_steadystep_pending").items():
+        opt._steadystep_owned = owned
+        if _grads_changed(ours, opt, in_place=False):
+            return  # armed on gradients that are gone: this step is not the one it was for
+        for name, value in ours.values.items():
             existing = getattr(opt, name, None)
             if existing is None:  # GradScaler sets grad_scale=None after unscale_()
-                owned[name] = (ours, hasattr(opt, name))
-                setattr(opt, name, ours)
+                owned[name] = (value, hasattr(opt, name))
+                setattr(opt, name, value)
             elif name == "found_inf":  # GradScaler's own: it deletes it after the step
-                opt.found_inf = torch.maximum(existing, ours.to(existing.device))
+                opt.found_inf = torch.maximum(existing, value.to(existing.device))
             else:
-                opt.grad_scale = existing * ours.to(existing.device)
-        opt._steadystep_owned = owned
+                opt.grad_scale = existing * value.to(existing.device)
 
     def post_hook(opt: Any, args: Any, kwargs: Any) -> None:
-        for name, (ours, was_there) in opt.__dict__.pop("_steadystep_owned", {}).items():
-            if getattr(opt, name, None) is ours:
+        for name, (value, was_there) in opt.__dict__.pop("_steadystep_owned", {}).items():
+            if getattr(opt, name, None) is value:
                 if was_there:  # put the None back for whoever set it (and deletes it)
                     setattr(opt, name, None)
                 else:
                     delattr(opt, name)
-        for handle in handles:
-            handle.remove()
+        armed.remove()
 
-    handles.append(optimizer.register_step_pre_hook(pre_hook))
-    handles.append(optimizer.register_step_post_hook(post_hook))
+    armed.handles.append(optimizer.register_step_pre_hook(pre_hook))
+    armed.handles.append(optimizer.register_step_post_hook(post_hook))
 
 
 def apply_skip(skip: Tensor, gs: GradSet, optimizer: torch.optim.Optimizer | None) -> bool:
@@ -464,12 +658,20 @@ def clip_with_threshold(
     optimizer: torch.optim.Optimizer | None,
     extra_skip: Tensor | None = None,
     fold: bool = False,
+    check_threshold: bool = False,
 ) -> ClipResult:
     """Scale ``gs`` by ``min(1, threshold / (total + 1e-6))`` under a non-finite policy.
+
+    Coefficients: an ``inf`` threshold enforces nothing (coefficient 1, even for an inf or
+    NaN norm); a finite threshold over an inf norm gives 0 and over a NaN norm NaN, as in
+    torch. ``check_threshold``: ``threshold`` is a user's tensor whose value was not read
+    (on an accelerator); one that is not ``> 0`` counts as a non-finite norm (``"raise"``:
+    ``ValueError``; ``"skip"``: skipped; ``"propagate"``: coefficient NaN), never applied.
 
     With ``fold`` and a fused ``optimizer`` stepping every parameter of ``gs``, the
     scaling is left to that optimizer's next step (its ``grad_scale`` input).
     """
+    disarm_stale(optimizer)
     norm32 = total.to(torch.float32)
     finite = torch.isfinite(total)
     if nonfinite == "raise" and not bool(finite):
@@ -485,6 +687,18 @@ def clip_with_threshold(
         else torch.full((), threshold, dtype=total.dtype, device=total.device)
     )
     coef = torch.clamp(thr / (total + _EPS), max=1.0)
+    # A threshold of inf enforces nothing: coefficient 1 whatever the norm (inf / inf
+    # would be NaN and turn every finite gradient into NaN).
+    if isinstance(threshold, Tensor) or math.isinf(threshold):
+        coef = torch.where(thr == math.inf, torch.ones_like(coef), coef)
+    if check_threshold:  # a user's max_norm tensor on an accelerator, not read on the host
+        bad = ~(thr > 0)  # NaN compares False
+        if nonfinite == "raise" and bool(bad):
+            raise ValueError(
+                f"Argument `max_norm` must be > 0. Received: max_norm={float(thr)} (a tensor)"
+            )
+        coef = torch.where(bad, torch.full_like(coef, math.nan), coef)
+        finite = finite & ~bad
     skipped = torch.zeros((), dtype=torch.bool, device=total.device)
     if nonfinite == "skip":
         skipped = ~finite
@@ -494,8 +708,8 @@ def clip_with_threshold(
     if nonfinite == "skip" or extra_skip is not None:
         dropped = apply_skip(skipped, gs, optimizer)
     result = ClipResult(norm32, thr.to(torch.float32), coef.to(torch.float32), coef < 1.0, skipped)
-    if gs.empty or dropped:
-        return result
+    if gs.empty or dropped or (not isinstance(threshold, Tensor) and math.isinf(threshold)):
+        return result  # nothing to scale (an inf float threshold: coefficient exactly 1)
     # On CPU, reading the coefficient costs no device sync, and multiplying by exactly
     # 1 changes nothing: skip that full pass over the gradients.
     if _all_cpu(gs) and bool(coef == 1.0):
@@ -633,8 +847,15 @@ def clip_grad_norm_(
     gs = grad_set(parameters, duplicates)
     total = gs.norm(p, foreach=foreach, process_group=process_group, agree=_dist.check_agree(agree))
     result = clip_with_threshold(
-        gs, total, limit, nonfinite=policy, optimizer=optimizer, fold=folded
+        gs,
+        total,
+        limit,
+        nonfinite=policy,
+        optimizer=optimizer,
+        fold=folded,
+        check_threshold=isinstance(limit, Tensor) and limit.device.type != "cpu",
     )
+    restamp(optimizer)
     return result if return_result else result.norm
 
 
