@@ -18,7 +18,7 @@ from torch import Tensor
 from steadystep import _check as check
 from steadystep.clip import _rules, _skip
 
-from ._clip import apply_skip, as_parameters, grad_set
+from ._clip import apply_skip, as_parameters, disarm_stale, grad_set, restamp
 
 __all__ = ["LossSpikeSkip"]
 
@@ -135,12 +135,14 @@ class LossSpikeSkip:
             min_history=self.min_history,
         )
         skip = _agree(skip, self.process_group)
+        disarm_stale(self.optimizer)  # a skip armed on gradients that are gone is dropped
         dropped = apply_skip(skip, gs, self.optimizer)
+        restamp(self.optimizer)
         if self.advance_schedule:
             if dropped:  # no gradient: the scheduler's hook will not count it; count it here
                 self.scheduler._counter.updates += 1
             elif self.optimizer is not None and "found_inf" in getattr(
-                self.optimizer, "_steadystep_pending", {}
+                getattr(self.optimizer, "_steadystep_pending", None), "values", {}
             ):  # a fused skip: its found_inf entry counts 0, this one counts 1 (settled later)
                 self.scheduler._counter.pending.append(~skip)
         self.last_skipped, self.last_norm = skip, norm
