@@ -19,6 +19,9 @@ from ._combine import minimum as minimum
 from ._combine import product as product
 from ._combine import repeat as repeat
 from ._combine import sequence as sequence
+from ._fractions import RunFraction as RunFraction
+from ._fractions import Unresolved as Unresolved
+from ._fractions import fraction as fraction
 from ._primitives import Constant as Constant
 from ._primitives import Cosine as Cosine
 from ._primitives import Exponential as Exponential
@@ -90,12 +93,14 @@ __all__ = [
     "Product",
     "RAdamWarmup",
     "Repeat",
+    "RunFraction",
     "Scale",
     "Schedule",
     "Sequence",
     "Shift",
     "SpecError",
     "Step",
+    "Unresolved",
     "Warmup",
     "clamp",
     "constant",
@@ -106,6 +111,7 @@ __all__ = [
     "cyclic",
     "exponential",
     "exponential_ramp",
+    "fraction",
     "from_epochs",
     "from_samples",
     "from_tokens",

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from .. import _check as check
 from ._base import Schedule
 from ._combine import Minimum, Repeat, Sequence
+from ._fractions import SEQUENTIAL, deferrable
 from ._primitives import Constant, Cosine, Linear, OneMinusSqrt, Polynomial, Power
 from ._spec import BUILDERS
 from ._warmup import Warmup
@@ -23,6 +24,7 @@ COOLDOWNS: dict[str, Callable[[float, float, float], Schedule]] = {
 }
 
 
+@deferrable
 def bert(init_lr: float, num_train_steps: int, num_warmup_steps: int) -> Schedule:
     """The BERT recipe (seed write-up ``000``): linear warmup from 0, then linear decay to 0.
 
@@ -79,6 +81,7 @@ def vaswani(d_model: int, warmup_steps: int, factor: float = 1.0) -> Schedule:
     return Minimum((Power(c, -0.5, 1.0), Power(c * w**-1.5, 1.0, 1.0)))
 
 
+@deferrable
 def wsd(
     peak: float,
     warmup_steps: int,
@@ -118,6 +121,7 @@ def wsd(
     return Warmup(body, steps=warm) if warm else body
 
 
+@deferrable
 def append_cooldown(
     schedule: Schedule, at_step: int, steps: int, end: float = 0.0, cooldown: str = "1-sqrt"
 ) -> Schedule:
@@ -153,6 +157,7 @@ def _phase_steps(total_steps: int, pct_start: float, phases: int) -> int:
     return up
 
 
+@deferrable
 def one_cycle(
     max_lr: float,
     total_steps: int,
@@ -192,6 +197,7 @@ def one_cycle(
     return Sequence((curve(initial, peak, up), curve(peak, final, total - up)))
 
 
+@deferrable
 def one_cycle_momentum(
     total_steps: int,
     base_momentum: float = 0.85,
@@ -220,6 +226,7 @@ def one_cycle_momentum(
     return Sequence((curve(high, low, up), curve(low, high, total - up)))
 
 
+@deferrable
 def sgdr(
     start: float,
     end: float,
@@ -257,3 +264,7 @@ __all__ = [
 ]
 
 BUILDERS.update({name: globals()[name] for name in __all__})
+# preset lengths that follow one another in time (fraction(p, of="rest") shares what they leave)
+SEQUENTIAL.update(
+    wsd=("warmup_steps", "stable_steps", "decay_steps"), sgdr=("warmup_steps", "period")
+)

@@ -115,6 +115,8 @@ class Scheduler(LRScheduler):
         param: the group key to schedule: ``"lr"`` (default), ``"momentum"``,
             ``"weight_decay"``, ... An element of a tuple-valued key is written with an index:
             ``"betas[0]"`` is Adam's beta1 (one-cycle's momentum cycling).
+            Spec text (``"warmup(cosine(...), steps=100)"``) and spec dicts (``{"type": ...}``)
+            are accepted wherever a schedule is, so configs can carry them.
         relative: if True the value is ``schedule(step) * initial``, ``initial`` being each
             group's value at construction (stored in the state dict), so that ratios between
             groups (layer-wise LR decay) survive; the schedule is then a multiplier, e.g.
@@ -126,6 +128,8 @@ class Scheduler(LRScheduler):
             ``optimizer.step`` (or a captured CUDA graph) does not recompile when the value
             changes. Torch accepts tensor ``lr`` (and Adam's betas); eager CUDA Adam needs
             ``capturable=True`` or ``fused=True`` for a tensor LR.
+        total_steps: the run's length in updates, which resolves lengths written as fractions
+            of the run (``steadystep.fraction(0.06)``); required when a schedule has them.
 
     After construction each group's value is ``schedule(0)``; after ``k`` updates and a
     ``step()`` call it is ``schedule(k)``. Call ``step()`` after ``optimizer.step()`` (or
@@ -161,11 +165,12 @@ class Scheduler(LRScheduler):
     def __init__(
         self,
         optimizer: Optimizer,
-        schedule: Schedule | Sequence[Schedule | None] | Mapping[str, Schedule | None],
+        schedule: Schedule | str | Mapping[str, Any] | Sequence[Schedule | str | None],
         *,
         param: str = "lr",
         relative: bool = False,
         tensor: bool = False,
+        total_steps: int | None = None,
     ) -> None:
         if not isinstance(optimizer, Optimizer):
             raise TypeError(
@@ -180,7 +185,9 @@ class Scheduler(LRScheduler):
         groups = optimizer.param_groups
         self.param = param
         self._key, self._index = _parse_param(param, groups)
-        self.schedules: list[Schedule | None] = _per_group(schedule, groups)
+        self.schedules: list[Schedule | None] = _per_group(
+            _from_config(schedule, total_steps), groups
+        )
         self.relative = relative
         self.tensor = tensor
         #: each group's value at construction (the multipliers' base with ``relative=True``)
@@ -545,3 +552,33 @@ def _check_step(step: Any, name: str) -> int:
     if step > _MAX_STEP:  # past 2**53 a float64 step no longer counts single updates
         raise ValueError(f"`{name}` must be <= 2**53. Received: {name}={step!r}")
     return int(step)
+
+
+# -- schedules from configs ---------------------------------------------------------------------
+def _from_config(schedule: Any, total_steps: int | None) -> Any:
+    """Spec text and spec dicts become schedules (per group too); fractions resolve."""
+    from ..schedules import Unresolved
+
+    def one(value: Any, where: str) -> Any:
+        if isinstance(value, str) or (isinstance(value, Mapping) and "type" in value):
+            try:
+                value = parse(value)
+            except SpecError:
+                raise  # shows the spec and where it is wrong
+            except (TypeError, ValueError) as exc:
+                raise type(exc)(f"Argument `schedule{where}`: {exc}") from None
+        if isinstance(value, Unresolved):
+            if total_steps is None:
+                raise ValueError(
+                    f"Argument `total_steps` is needed: `schedule{where}` gives lengths as "
+                    f"fractions of the run ({value!r}). Pass total_steps=N, the run's number of "
+                    "optimizer updates."
+                )
+            return value.resolve(total_steps)
+        return value
+
+    if isinstance(schedule, Mapping) and "type" not in schedule:
+        return {k: one(v, f"[{k!r}]") for k, v in schedule.items()}
+    if isinstance(schedule, Sequence) and not isinstance(schedule, str):
+        return [one(v, f"[{i}]") for i, v in enumerate(schedule)]
+    return one(schedule, "")
