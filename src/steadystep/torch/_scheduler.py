@@ -165,7 +165,7 @@ class Scheduler(LRScheduler):
     def __init__(
         self,
         optimizer: Optimizer,
-        schedule: Schedule | str | Mapping[str, Any] | Sequence[Schedule | str | None],
+        schedule: str | Mapping[str, Any] | Schedule | Sequence[Schedule | str | None],
         *,
         param: str = "lr",
         relative: bool = False,
