@@ -269,3 +269,21 @@ def test_import_steadystep_stays_light() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.stdout.strip() == "[]", out.stderr
+
+
+def test_experiments_do_not_import_the_command_layer() -> None:
+    """The command sits on top: experiments raise steadystep.errors.UsageError, mapped to exit 2."""
+    import ast
+    import pathlib
+
+    import steadystep.experiments as experiments
+    from steadystep.errors import UsageError
+
+    for path in pathlib.Path(experiments.__file__).parent.glob("*.py"):
+        tree = ast.parse(path.read_text())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom):
+                assert not (node.module or "").endswith("cli"), f"{path.name} imports cli"
+    from steadystep.cli import CLIError
+
+    assert issubclass(CLIError, UsageError)

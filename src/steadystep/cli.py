@@ -44,6 +44,7 @@ from pathlib import Path
 from typing import Any
 
 from . import schedules as ss
+from .errors import UsageError
 
 __all__ = ["CLIError", "load_schedule", "main"]
 
@@ -52,12 +53,12 @@ _MAX_STEP = 2**53  # steps are evaluated as float64
 _COMPAT = re.compile(r"^([a-z_][a-z0-9_]*):([A-Za-z_][A-Za-z0-9_]*)$")
 
 
-class CLIError(Exception):
-    """A failure reported to the user as one message and an exit code, without a traceback."""
+class CLIError(UsageError):
+    """A failure reported to the user as one message and an exit code, without a traceback.
 
-    def __init__(self, message: str, code: int = 2) -> None:
-        super().__init__(message)
-        self.code = code
+    Layers below the command (the experiments) raise :class:`steadystep.errors.UsageError`;
+    ``main`` reports both the same way.
+    """
 
 
 # -- resolving a SPEC ---------------------------------------------------------------------------
@@ -466,7 +467,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = parser.parse_args(argv)
         return int(args.func(args))
-    except CLIError as exc:
+    except UsageError as exc:  # CLIError, and the experiments' own errors
         print(f"steadystep: error: {exc}", file=sys.stderr)
         return exc.code
     except KeyboardInterrupt:
