@@ -44,6 +44,8 @@ from ._primitives import piecewise as piecewise
 from ._primitives import polynomial as polynomial
 from ._primitives import power as power
 from ._primitives import step as step
+from ._retime import Retime as Retime
+from ._retime import retime as retime
 from ._shapes import (
     CosineRestarts,
     CosineWave,
@@ -93,6 +95,7 @@ __all__ = [
     "Product",
     "RAdamWarmup",
     "Repeat",
+    "Retime",
     "RunFraction",
     "Scale",
     "Schedule",
@@ -129,6 +132,7 @@ __all__ = [
     "product",
     "radam_warmup",
     "repeat",
+    "retime",
     "sequence",
     "shift",
     "step",
