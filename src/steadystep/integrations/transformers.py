@@ -59,10 +59,7 @@ class SteadystepMixin:
         self.steadystep_schedule = None if schedule is None else _check_schedule(schedule)
         self.steadystep_clip = None
         if clip is not None:
-            norm_type = 2.0
-            self.steadystep_clip = ClipRule(
-                clip, clip_options, norm_type=norm_type, nonfinite=nonfinite
-            )
+            self.steadystep_clip = ClipRule(clip, clip_options, nonfinite=nonfinite)
         super().__init__(*args, **kwargs)
 
     # -- schedule ------------------------------------------------------------------------------

@@ -253,21 +253,7 @@ def defer(target: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, A
             else:
                 flat.append(part)
         bound["parts"] = tuple(flat)
-    return Unresolved(_canonical(target), tuple(bound.items()))
-
-
-def _canonical(target: Callable[..., Any]) -> Callable[..., Any]:
-    from ._base import REGISTRY
-
-    # `sequence([...])` (the function) and `Sequence(...)` (the class) are one schedule
-    name = getattr(target, "__name__", "")
-    if (
-        not isinstance(target, type)
-        and name in REGISTRY
-        and getattr(target, "__module__", "") == (REGISTRY[name].__module__)
-    ):
-        return REGISTRY[name]
-    return target
+    return Unresolved(target, tuple(bound.items()))
 
 
 def _freeze(value: Any) -> Any:

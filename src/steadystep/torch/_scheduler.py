@@ -111,12 +111,12 @@ class Scheduler(LRScheduler):
             as Accelerate's, also work).
         schedule: one :class:`steadystep.Schedule` for every group; a list with one schedule
             per group; or a mapping from group name (``param_groups[i]["name"]``) to schedule.
-            ``None`` in a list or mapping leaves that group's value alone.
+            ``None`` in a list or mapping leaves that group's value alone. Spec text
+            (``"warmup(cosine(...), steps=100)"``) and spec dicts (``{"type": ...}``) are
+            accepted wherever a schedule is, so configs can carry them.
         param: the group key to schedule: ``"lr"`` (default), ``"momentum"``,
             ``"weight_decay"``, ... An element of a tuple-valued key is written with an index:
             ``"betas[0]"`` is Adam's beta1 (one-cycle's momentum cycling).
-            Spec text (``"warmup(cosine(...), steps=100)"``) and spec dicts (``{"type": ...}``)
-            are accepted wherever a schedule is, so configs can carry them.
         relative: if True the value is ``schedule(step) * initial``, ``initial`` being each
             group's value at construction (stored in the state dict), so that ratios between
             groups (layer-wise LR decay) survive; the schedule is then a multiplier, e.g.
