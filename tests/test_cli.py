@@ -324,3 +324,21 @@ def test_a_directory_for_a_spec_file_is_a_usage_error(
     (tmp_path / name).mkdir()
     code, _, err = run_main(capsys, "show", str(tmp_path / name))
     assert code == 2 and "is a directory" in err and "Traceback" not in err
+
+
+def test_experiments_do_not_import_the_command_layer() -> None:
+    """The command sits on top: experiments raise steadystep.errors.UsageError, mapped to exit 2."""
+    import ast
+    import pathlib
+
+    import steadystep.experiments as experiments
+    from steadystep.errors import UsageError
+
+    for path in pathlib.Path(experiments.__file__).parent.glob("*.py"):
+        tree = ast.parse(path.read_text())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom):
+                assert not (node.module or "").endswith("cli"), f"{path.name} imports cli"
+    from steadystep.cli import CLIError
+
+    assert issubclass(CLIError, UsageError)

@@ -44,6 +44,7 @@ from pathlib import Path
 from typing import Any
 
 from . import schedules as ss
+from .errors import UsageError
 
 __all__ = ["CLIError", "load_schedule", "main"]
 
@@ -53,12 +54,12 @@ _MAX_SET = 10_000  # characters of one --set value
 _COMPAT = re.compile(r"^([a-z_][a-z0-9_]*):([A-Za-z_][A-Za-z0-9_]*)$")
 
 
-class CLIError(Exception):
-    """A failure reported to the user as one message and an exit code, without a traceback."""
+class CLIError(UsageError):
+    """A failure reported to the user as one message and an exit code, without a traceback.
 
-    def __init__(self, message: str, code: int = 2) -> None:
-        super().__init__(message)
-        self.code = code
+    Layers below the command (the experiments) raise :class:`steadystep.errors.UsageError`;
+    ``main`` reports both the same way.
+    """
 
 
 # -- resolving a SPEC ---------------------------------------------------------------------------
@@ -208,6 +209,25 @@ def load_schedule(
         raise CLIError(f"Invalid schedule spec: {exc}") from None
 
 
+def for_run(schedule: ss.Schedule, steps: int | None) -> ss.Schedule:
+    """``schedule`` with its lengths written as fractions of the run resolved over ``--steps``.
+
+    >>> for_run(load_schedule("cosine(1.0, 0.0, steps=fraction(0.5))"), 10)
+    cosine(start=1.0, end=0.0, steps=5)
+    """
+    if not isinstance(schedule, ss.Unresolved):
+        return schedule
+    if steps is None:
+        raise CLIError(
+            f"--steps is needed: the spec gives lengths as fractions of the run ({schedule!r}); "
+            "--steps N is the run's total number of steps"
+        )
+    try:
+        return schedule.resolve(steps)
+    except (ValueError, TypeError) as exc:
+        raise CLIError(f"Invalid schedule spec: {exc}") from None
+
+
 def _is_file(path: Path) -> bool:
     try:
         return path.is_file()
@@ -274,7 +294,10 @@ def _positive_float(text: str) -> float:
 # -- plot / show --------------------------------------------------------------------------------
 def _cmd_plot(args: argparse.Namespace) -> int:
     options = _options(args.set)
-    schedules = [load_schedule(spec, options=options, steps=args.steps) for spec in args.spec]
+    schedules = [
+        for_run(load_schedule(spec, options=options, steps=args.steps), args.steps)
+        for spec in args.spec
+    ]
     steps = _steps_for(schedules, args.steps)
     labels = args.label or []
     if len(labels) > len(args.spec):
@@ -334,7 +357,9 @@ def key_points(schedule: ss.Schedule, steps: int) -> list[tuple[str, int, float]
 
 
 def _cmd_show(args: argparse.Namespace) -> int:
-    schedule = load_schedule(args.spec, options=_options(args.set), steps=args.steps)
+    schedule = for_run(
+        load_schedule(args.spec, options=_options(args.set), steps=args.steps), args.steps
+    )
     steps = _steps_for([schedule], args.steps)
     at = sorted(set(args.at or (round((steps - 1) * i / 10) for i in range(11))))
     width = max(4, len(str(at[-1])))
@@ -474,7 +499,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = parser.parse_args(argv)
         return int(args.func(args))
-    except CLIError as exc:
+    except UsageError as exc:  # CLIError, and the experiments' own errors
         print(f"steadystep: error: {exc}", file=sys.stderr)
         return exc.code
     except KeyboardInterrupt:

@@ -25,6 +25,8 @@ from typing import Any
 
 import steadystep as ss
 
+from ..errors import UsageError
+
 __all__ = ["DEFAULTS", "DemoConfig", "RunResult", "make_model", "run", "run_find_lr", "train"]
 
 
@@ -374,7 +376,6 @@ def run(
     progress: bool = True,
 ) -> int:
     """Train both runs, write the report into ``out`` and print where it is; the exit code."""
-    from ..cli import CLIError
     from .data import load_corpus
 
     changes: dict[str, Any] = {"seed": seed, "clip": clip, "warmup": warmup}
@@ -384,13 +385,15 @@ def run(
         changes["lr"] = lr
     config = dataclasses.replace(DEFAULTS, **changes)
     if config.warmup is not None and config.warmup >= config.steps:
-        raise CLIError(f"--warmup ({config.warmup}) must be smaller than --steps ({config.steps})")
+        raise UsageError(
+            f"--warmup ({config.warmup}) must be smaller than --steps ({config.steps})"
+        )
     out = Path(out)
     _check_writable(out)
     try:
         dev = pick_device(device)
     except ValueError as exc:
-        raise CLIError(str(exc)) from None
+        raise UsageError(str(exc)) from None
     import torch
 
     torch.set_num_threads(max(1, torch.get_num_threads()))
@@ -407,7 +410,7 @@ def run(
     try:
         report = write_report(runs, config, dev, out)
     except OSError as exc:
-        raise CLIError(f"cannot write the report into {str(out)!r}: {exc}", 1) from None
+        raise UsageError(f"cannot write the report into {str(out)!r}: {exc}", 1) from None
     for row in _rows(runs):
         print(f"  {row[0]:<11} final train loss {row[1]}, val loss {row[2]}, {row[5]}")
     print(f"report: {report} (also report.html, report.png, metrics.json)")
@@ -416,7 +419,6 @@ def run(
 
 def _check_writable(out: Path) -> None:
     """Fail before training, not after, when the report folder cannot be created or written."""
-    from ..cli import CLIError
 
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -424,7 +426,7 @@ def _check_writable(out: Path) -> None:
         probe.write_bytes(b"")
         probe.unlink()
     except OSError as exc:
-        raise CLIError(f"cannot write the report into {str(out)!r}: {exc}", 1) from None
+        raise UsageError(f"cannot write the report into {str(out)!r}: {exc}", 1) from None
 
 
 def _cycle(sampler: Any) -> Iterator[Any]:
@@ -442,18 +444,17 @@ def run_find_lr(
     seed: int = 0,
 ) -> int:
     """``steadystep find-lr``: the LR range test on the demo model; prints the suggestion."""
-    from ..cli import CLIError
     from ..torch import find_lr
     from .data import BatchSampler, load_corpus
 
     if start_lr >= end_lr:
-        raise CLIError(f"--start-lr ({start_lr:g}) must be smaller than --end-lr ({end_lr:g})")
+        raise UsageError(f"--start-lr ({start_lr:g}) must be smaller than --end-lr ({end_lr:g})")
     if output is not None:
         _check_writable(Path(output).parent)
     try:
         dev = pick_device(device)
     except ValueError as exc:
-        raise CLIError(str(exc)) from None
+        raise UsageError(str(exc)) from None
     config = dataclasses.replace(DEFAULTS, seed=seed)
     corpus = load_corpus()
     model = make_model(config, len(corpus.vocab), dev)
@@ -475,8 +476,8 @@ def run_find_lr(
         try:
             save_figure(result.plot(), output)
         except ValueError as exc:
-            raise CLIError(str(exc)) from None
+            raise UsageError(str(exc)) from None
         except OSError as exc:
-            raise CLIError(f"cannot write {str(output)!r}: {exc}", 1) from None
+            raise UsageError(f"cannot write {str(output)!r}: {exc}", 1) from None
         print(f"wrote {output}")
     return 0

@@ -26,10 +26,12 @@ except ImportError as exc:  # pragma: no cover - exercised in a subprocess witho
         "steadystep.jax needs JAX and optax. Install them with: pip install 'steadystep[jax]'"
     ) from exc
 
+from ._clip import ClipNormState as ClipNormState
 from ._clip import SpikeSkipState as SpikeSkipState
 from ._clip import adaptive_grad_clip as adaptive_grad_clip
 from ._clip import autoclip as autoclip
 from ._clip import clip_by_global_norm as clip_by_global_norm
+from ._clip import last_norm as last_norm
 from ._clip import spike_skip as spike_skip
 from ._clip import zclip as zclip
 from ._loss_skip import LossSpikeSkipState as LossSpikeSkipState
@@ -44,6 +46,7 @@ from ._step import evaluate as evaluate
 from ._step import step_count as step_count
 
 __all__ = [
+    "ClipNormState",
     "LossSpikeSkipState",
     "ScheduleState",
     "SpikeSkipState",
@@ -54,6 +57,7 @@ __all__ = [
     "clip_by_global_norm",
     "evaluate",
     "get_learning_rate",
+    "last_norm",
     "loss_spike_skip",
     "scale_by_learning_rate",
     "spike_skip",

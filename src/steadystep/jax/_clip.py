@@ -33,12 +33,14 @@ from steadystep import clip as rules
 from steadystep.clip import _norm as _norm_impl
 
 __all__ = [
+    "ClipNormState",
     "SpikeSkipState",
     "adaptive_grad_clip",
     "agc_by_axes",
     "autoclip",
     "clip_by_block_rms",
     "clip_by_global_norm",
+    "last_norm",
     "spike_skip",
     "unitwise_norm",
     "zclip",
@@ -121,9 +123,51 @@ def clip_by_global_norm(
         if policy == "skip":
             ok = jnp.isfinite(norm)
             clipped = [jnp.where(ok, c, jnp.zeros_like(c)) for c in clipped]
-        return jax.tree.unflatten(tree, clipped), state
+        return jax.tree.unflatten(tree, clipped), ClipNormState(jnp.asarray(norm, jnp.float32))
 
-    return optax.GradientTransformation(lambda params: optax.EmptyState(), update_fn)
+    return optax.GradientTransformation(lambda params: ClipNormState(jnp.zeros(())), update_fn)
+
+
+class ClipNormState(NamedTuple):
+    """State of :func:`clip_by_global_norm`: the pre-clip global norm of the last update
+    (float32, 0-dim; 0 before the first). Read it with :func:`last_norm`."""
+
+    norm: Array
+
+
+def last_norm(state: Any) -> Array | None:
+    """The pre-clip norm of the last update, found in an optimizer state (``optax.chain`` too).
+
+    Read from :func:`clip_by_global_norm`'s state, else from the norm history of
+    :func:`autoclip` or :func:`spike_skip` (their last *finite* norm); ``None`` if the state
+    has neither (:func:`zclip` keeps only running statistics). Nothing is synced: the result
+    is a device array.
+
+    Examples:
+        >>> import jax.numpy as jnp, optax
+        >>> tx = optax.chain(clip_by_global_norm(1.0), optax.sgd(0.1))
+        >>> state = tx.init(jnp.zeros(2))
+        >>> _, state = tx.update(jnp.array([3.0, 4.0]), state)
+        >>> float(last_norm(state))
+        5.0
+    """
+    found: list[Any] = []
+
+    def visit(node: Any) -> None:
+        if isinstance(node, ClipNormState):
+            found.append(node.norm)
+        elif isinstance(node, rules.NormHistory):
+            size = node.values.shape[0]
+            found.append(node.values[(jnp.maximum(node.count, 1) - 1) % size])
+        elif isinstance(node, (tuple, list)):
+            for child in node:
+                visit(child)
+        elif isinstance(node, dict):
+            for child in node.values():
+                visit(child)
+
+    visit(state)
+    return found[0] if found else None
 
 
 def adaptive_grad_clip(

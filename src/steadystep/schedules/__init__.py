@@ -19,6 +19,9 @@ from ._combine import minimum as minimum
 from ._combine import product as product
 from ._combine import repeat as repeat
 from ._combine import sequence as sequence
+from ._fractions import RunFraction as RunFraction
+from ._fractions import Unresolved as Unresolved
+from ._fractions import fraction as fraction
 from ._plateau import Plateau as Plateau
 from ._plateau import PlateauState as PlateauState
 from ._plateau import apply_reduction as apply_reduction
@@ -46,6 +49,8 @@ from ._primitives import piecewise as piecewise
 from ._primitives import polynomial as polynomial
 from ._primitives import power as power
 from ._primitives import step as step
+from ._retime import Retime as Retime
+from ._retime import retime as retime
 from ._shapes import (
     CosineRestarts,
     CosineWave,
@@ -97,12 +102,15 @@ __all__ = [
     "Product",
     "RAdamWarmup",
     "Repeat",
+    "Retime",
+    "RunFraction",
     "Scale",
     "Schedule",
     "Sequence",
     "Shift",
     "SpecError",
     "Step",
+    "Unresolved",
     "Warmup",
     "apply_reduction",
     "clamp",
@@ -115,6 +123,7 @@ __all__ = [
     "exponential",
     "exponential_ramp",
     "find_plateau",
+    "fraction",
     "from_epochs",
     "from_samples",
     "from_tokens",
@@ -133,6 +142,7 @@ __all__ = [
     "product",
     "radam_warmup",
     "repeat",
+    "retime",
     "sequence",
     "shift",
     "step",

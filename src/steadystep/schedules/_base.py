@@ -132,6 +132,15 @@ class Schedule:
             cls.spec_name = spec_name
             REGISTRY[spec_name] = cls
 
+    def __new__(cls, *args: Any, **kwargs: Any) -> Schedule:
+        # a length relative to the run (``fraction(0.1)``): keep the call until the total is known
+        if args or kwargs:
+            from ._fractions import defer, mentions_run
+
+            if mentions_run(args) or mentions_run(kwargs.values()):
+                return defer(cls, args, kwargs)
+        return super().__new__(cls)
+
     # -- evaluation ---------------------------------------------------------------------------
     def __call__(self, step: Any) -> Any:
         """Value at ``step`` (int, NumPy array, torch tensor or JAX array of update counts).

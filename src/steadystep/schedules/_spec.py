@@ -27,7 +27,7 @@ from typing import Any
 from ._base import REGISTRY, Schedule
 
 #: preset builders accepted in spec text (name -> function); filled by ``presets``
-BUILDERS: dict[str, Callable[..., Schedule]] = {}
+BUILDERS: dict[str, Callable[..., Any]] = {}
 
 _MAX_DEPTH = 64
 _MAX_LENGTH = 100_000
@@ -312,7 +312,7 @@ def _freeze(value: Any) -> Any:
     return tuple(_freeze(v) for v in value) if isinstance(value, list) else value
 
 
-def _construct(target: Callable[..., Schedule], args: tuple[Any, ...], kw: dict[str, Any]) -> Any:
+def _construct(target: Callable[..., Any], args: tuple[Any, ...], kw: dict[str, Any]) -> Any:
     args = tuple(_freeze(a) for a in args)
     kw = {k: _freeze(v) for k, v in kw.items()}
     if isinstance(target, type) and issubclass(target, Schedule):
@@ -351,8 +351,8 @@ def _from_dict(d: Any, path: str, depth: int = 0) -> Schedule:
     if not isinstance(d, Mapping):
         raise TypeError(f"{path} must be a dict with a 'type' key. Received: {d!r}")
     kind = d.get("type")
-    if not isinstance(kind, str) or kind not in REGISTRY:
-        known = ", ".join(sorted(REGISTRY))
+    if not isinstance(kind, str) or (kind not in REGISTRY and kind not in BUILDERS):
+        known = ", ".join(sorted({*REGISTRY, *BUILDERS}))
         raise ValueError(f"{path}['type'] must be one of: {known}. Received: {kind!r}")
     kwargs: dict[str, Any] = {}
     for key, value in d.items():
@@ -362,7 +362,7 @@ def _from_dict(d: Any, path: str, depth: int = 0) -> Schedule:
             raise TypeError(f"{path} has a non-string key {key!r}")
         kwargs[key] = _plain_value(value, f"{path}[{key!r}]", depth + 1)
     try:
-        result: Schedule = _construct(REGISTRY[kind], (), kwargs)
+        result: Schedule = _construct(REGISTRY.get(kind) or BUILDERS[kind], (), kwargs)
     except (TypeError, ValueError) as exc:
         raise type(exc)(f"{path} ({kind}): {exc}") from None
     return result
@@ -382,8 +382,12 @@ def _plain_value(value: Any, path: str, depth: int) -> Any:
     )
 
 
-def parse(spec: str | Mapping[str, Any]) -> Schedule:
+def parse(spec: str | Mapping[str, Any] | Schedule, total_steps: int | None = None) -> Schedule:
     """Build a schedule from spec text (``repr`` of a schedule, or JSON) or from a dict.
+
+    ``total_steps`` resolves lengths written as fractions of the run (``fraction(0.06)``, see
+    ``docs/schedules.md``); without it such a spec gives an :class:`Unresolved` schedule that
+    says what it is missing when evaluated. A schedule passes through (resolved likewise).
 
     >>> s = parse("warmup(cosine(0.001, 1e-05, steps=9000), steps=1000)")
     >>> s(1000)
@@ -396,11 +400,18 @@ def parse(spec: str | Mapping[str, Any]) -> Schedule:
     ...     print(error.position, error.message[:24])
     7 unknown schedule 'cosin'
     """
+    if total_steps is not None:
+        from ._fractions import Unresolved
+
+        value = parse(spec)
+        return value.resolve(total_steps) if isinstance(value, Unresolved) else value
+    if isinstance(spec, Schedule):
+        return spec
     if isinstance(spec, Mapping):
         return _printable(_from_dict(spec, "spec"))
     if not isinstance(spec, str):
         raise TypeError(
-            f"Argument `spec` must be spec text or a dict. Received: spec={spec!r} "
+            f"Argument `spec` must be spec text or a dict (or a schedule). Received: spec={spec!r} "
             f"of type {type(spec).__name__}"
         )
     if len(spec) > _MAX_LENGTH:

@@ -12,7 +12,9 @@ from collections.abc import Callable
 from .. import _check as check
 from ._base import Schedule
 from ._combine import Minimum, Repeat, Sequence
+from ._fractions import SEQUENTIAL, deferrable
 from ._primitives import Constant, Cosine, Linear, OneMinusSqrt, Polynomial, Power
+from ._retime import Retime
 from ._spec import BUILDERS
 from ._warmup import Warmup
 
@@ -23,6 +25,7 @@ COOLDOWNS: dict[str, Callable[[float, float, float], Schedule]] = {
 }
 
 
+@deferrable
 def bert(init_lr: float, num_train_steps: int, num_warmup_steps: int) -> Schedule:
     """The BERT recipe (seed write-up ``000``): linear warmup from 0, then linear decay to 0.
 
@@ -79,6 +82,7 @@ def vaswani(d_model: int, warmup_steps: int, factor: float = 1.0) -> Schedule:
     return Minimum((Power(c, -0.5, 1.0), Power(c * w**-1.5, 1.0, 1.0)))
 
 
+@deferrable
 def wsd(
     peak: float,
     warmup_steps: int,
@@ -118,6 +122,7 @@ def wsd(
     return Warmup(body, steps=warm) if warm else body
 
 
+@deferrable
 def append_cooldown(
     schedule: Schedule, at_step: int, steps: int, end: float = 0.0, cooldown: str = "1-sqrt"
 ) -> Schedule:
@@ -139,6 +144,80 @@ def append_cooldown(
     return Sequence((schedule, tail), boundaries=(at,))
 
 
+def change_run_length(schedule: Schedule, at_step: int, total_steps: int) -> Schedule:
+    """``schedule`` until ``at_step``, then continued to end at ``total_steps`` instead.
+
+    For a run whose length changes at resume (load the result with
+    ``Scheduler.load_state_dict(state, schedule_changed_ok=True)``). Equal to ``schedule`` before
+    ``at_step`` and continuous there (no jump in the value):
+
+    - if ``at_step`` falls in a constant phase followed by others (WSD's stable phase), that
+      phase is lengthened or shortened; the phases after it keep their lengths;
+    - otherwise what is left of the schedule (the rest of a cosine, linear or polynomial
+      decay, and anything after it) is stretched or squeezed over what is left of the new run:
+      ``schedule(at + (t - at) * (L - at) / (total_steps - at))`` for ``t >= at``, ``L`` the old
+      length (a linear decay stays linear, ending where it ended, ``total_steps - L`` later).
+
+    >>> run = wsd(1.0, warmup_steps=10, stable_steps=80, decay_steps=10, cooldown="linear")
+    >>> change_run_length(run, at_step=50, total_steps=150) == wsd(
+    ...     1.0, warmup_steps=10, stable_steps=130, decay_steps=10, cooldown="linear")
+    True
+    >>> s = change_run_length(linear(1.0, 0.0, steps=100), at_step=50, total_steps=150)
+    >>> s(49), s(50), s(100), s(150)
+    (0.51, 0.5, 0.25, 0.0)
+    """
+    if not isinstance(schedule, Schedule):
+        raise TypeError(f"Argument `schedule` must be a schedule. Received: schedule={schedule!r}")
+    if getattr(type(schedule), "relative_to_run", False):
+        raise ValueError(
+            f"Argument `schedule` gives lengths as fractions of the run: resolve it for the old "
+            f"run first (steadystep.parse(spec, total_steps=N)). Received: schedule={schedule!r}"
+        )
+    length = schedule.length
+    if length is None:
+        raise ValueError(
+            f"Argument `schedule` has no end to move (it is open-ended): {schedule!r}. "
+            "Give it an end with append_cooldown(schedule, at_step, steps)."
+        )
+    at = check.integer("at_step", at_step, minimum=0)
+    total = check.integer("total_steps", total_steps, minimum=1)
+    if at >= length:
+        raise check.fail("at_step", f"< the schedule's length ({length:g}): it has ended", at_step)
+    if total <= at:
+        raise check.fail("total_steps", f"> at_step ({at})", total_steps)
+    held = _hold_longer(schedule, at, total - length)
+    if held is not None:
+        return held
+    tail = Retime(schedule, offset=at, scale=(length - at) / (total - at))
+    return Sequence((schedule, tail), boundaries=(at,)) if at else tail
+
+
+def _hold_longer(s: Schedule, at: float, delta: float) -> Schedule | None:
+    """``s`` with the constant phase that holds step ``at`` longer by ``delta``; None if none."""
+    if isinstance(s, Warmup) and not s.overlay:
+        if at < s.steps:
+            return None
+        inner = _hold_longer(s.schedule, at - s.steps, delta)
+        return None if inner is None else Warmup(inner, s.steps, s.start, s.shape)
+    if isinstance(s, Sequence) and s.natural:
+        begin = 0.0
+        for i, part in enumerate(s.parts):
+            end = begin + (part.length or float("inf"))
+            if at < end:
+                if isinstance(part, Constant) and i < len(s.parts) - 1:
+                    steps = (part.length or 0.0) + delta
+                    if steps <= at - begin:  # the phase would end before the current step
+                        return None
+                    new: Schedule | None = Constant(part.value, steps)
+                else:
+                    new = _hold_longer(part, at - begin, delta)
+                if new is None:
+                    return None
+                return Sequence((*s.parts[:i], new, *s.parts[i + 1 :]))
+            begin = end
+    return None
+
+
 def _phase_steps(total_steps: int, pct_start: float, phases: int) -> int:
     check.number("pct_start", pct_start)
     if not 0 < pct_start < 1:
@@ -153,6 +232,7 @@ def _phase_steps(total_steps: int, pct_start: float, phases: int) -> int:
     return up
 
 
+@deferrable
 def one_cycle(
     max_lr: float,
     total_steps: int,
@@ -192,6 +272,7 @@ def one_cycle(
     return Sequence((curve(initial, peak, up), curve(peak, final, total - up)))
 
 
+@deferrable
 def one_cycle_momentum(
     total_steps: int,
     base_momentum: float = 0.85,
@@ -220,6 +301,7 @@ def one_cycle_momentum(
     return Sequence((curve(high, low, up), curve(low, high, total - up)))
 
 
+@deferrable
 def sgdr(
     start: float,
     end: float,
@@ -248,6 +330,7 @@ def sgdr(
 __all__ = [
     "append_cooldown",
     "bert",
+    "change_run_length",
     "noam",
     "one_cycle",
     "one_cycle_momentum",
@@ -257,3 +340,7 @@ __all__ = [
 ]
 
 BUILDERS.update({name: globals()[name] for name in __all__})
+# preset lengths that follow one another in time (fraction(p, of="rest") shares what they leave)
+SEQUENTIAL.update(
+    wsd=("warmup_steps", "stable_steps", "decay_steps"), sgdr=("warmup_steps", "period")
+)

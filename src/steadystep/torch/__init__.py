@@ -31,6 +31,10 @@ _EXPORTS: dict[str, str] = {
     "AutoClip": "._adaptive",
     "ZClip": "._adaptive",
     "SpikeSkip": "._adaptive",
+    # read-only norms and logging (issue 15)
+    "grad_norm": "._norms",
+    "grad_norms": "._norms",
+    "Telemetry": "._telemetry",
     # LR range test (issue 7)
     "find_lr": "._find_lr",
     "LRFinderResult": "._find_lr",

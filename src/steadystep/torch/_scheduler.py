@@ -112,7 +112,9 @@ class Scheduler(LRScheduler):
             as Accelerate's and DeepSpeed's ``engine.optimizer``, also work).
         schedule: one :class:`steadystep.Schedule` for every group; a list with one schedule
             per group; or a mapping from group name (``param_groups[i]["name"]``) to schedule.
-            ``None`` in a list or mapping leaves that group's value alone.
+            ``None`` in a list or mapping leaves that group's value alone. Spec text
+            (``"warmup(cosine(...), steps=100)"``) and spec dicts (``{"type": ...}``) are
+            accepted wherever a schedule is, so configs can carry them.
         param: the group key to schedule: ``"lr"`` (default), ``"momentum"``,
             ``"weight_decay"``, ... An element of a tuple-valued key is written with an index:
             ``"betas[0]"`` is Adam's beta1 (one-cycle's momentum cycling).
@@ -141,6 +143,8 @@ class Scheduler(LRScheduler):
             measured different local metrics take the same plateau decision. Leave it None
             when the metric is already the same on every rank (Lightning's
             ``self.log(..., sync_dist=True)``, the HF Trainer's gathered evaluation metrics).
+        total_steps: the run's length in updates, which resolves lengths written as fractions
+            of the run (``steadystep.fraction(0.06)``); required when a schedule has them.
 
     After construction each group's value is ``schedule(0)``; after ``k`` updates and a
     ``step()`` call it is ``schedule(k)``. Call ``step()`` after ``optimizer.step()`` (or
@@ -176,12 +180,13 @@ class Scheduler(LRScheduler):
     def __init__(
         self,
         optimizer: Optimizer,
-        schedule: Schedule | Sequence[Schedule | None] | Mapping[str, Schedule | None],
+        schedule: str | Mapping[str, Any] | Schedule | Sequence[Schedule | str | None],
         *,
         param: str = "lr",
         relative: bool = False,
         tensor: bool = False,
         process_group: Any = None,
+        total_steps: int | None = None,
     ) -> None:
         # DeepSpeed's optimizer wrappers (ZeRO, fp16, bf16) are not Optimizers; the torch
         # optimizer they step is their ``.optimizer``: its param groups are the ones stepped
@@ -203,7 +208,9 @@ class Scheduler(LRScheduler):
         groups = optimizer.param_groups
         self.param = param
         self._key, self._index = _parse_param(param, groups)
-        self.schedules: list[Schedule | None] = _per_group(schedule, groups)
+        self.schedules: list[Schedule | None] = _per_group(
+            _from_config(schedule, total_steps), groups
+        )
         self.relative = relative
         self.tensor = tensor
         self._metrics = MetricFeed(self.schedules, process_group)
@@ -659,3 +666,33 @@ def _check_step(step: Any, name: str) -> int:
     if step > _MAX_STEP:  # past 2**53 a float64 step no longer counts single updates
         raise ValueError(f"`{name}` must be <= 2**53. Received: {name}={step!r}")
     return int(step)
+
+
+# -- schedules from configs ---------------------------------------------------------------------
+def _from_config(schedule: Any, total_steps: int | None) -> Any:
+    """Spec text and spec dicts become schedules (per group too); fractions resolve."""
+    from ..schedules import Unresolved
+
+    def one(value: Any, where: str) -> Any:
+        if isinstance(value, str) or (isinstance(value, Mapping) and "type" in value):
+            try:
+                value = parse(value)
+            except SpecError:
+                raise  # shows the spec and where it is wrong
+            except (TypeError, ValueError) as exc:
+                raise type(exc)(f"Argument `schedule{where}`: {exc}") from None
+        if isinstance(value, Unresolved):
+            if total_steps is None:
+                raise ValueError(
+                    f"Argument `total_steps` is needed: `schedule{where}` gives lengths as "
+                    f"fractions of the run ({value!r}). Pass total_steps=N, the run's number of "
+                    "optimizer updates."
+                )
+            return value.resolve(total_steps)
+        return value
+
+    if isinstance(schedule, Mapping) and "type" not in schedule:
+        return {k: one(v, f"[{k!r}]") for k, v in schedule.items()}
+    if isinstance(schedule, Sequence) and not isinstance(schedule, str):
+        return [one(v, f"[{i}]") for i, v in enumerate(schedule)]
+    return one(schedule, "")
