@@ -13,6 +13,10 @@ from typing import Any
 from .. import _check as check
 from ._base import Array, Namespace, Schedule, floor_div
 
+#: samples or tokens per step: exact in float64, so ``t * count`` and ``length / count`` are
+#: finite and non-zero
+_COUNT_MAX = 2**53
+
 
 def _set(obj: Schedule, name: str, value: Any) -> None:
     object.__setattr__(obj, name, value)
@@ -73,7 +77,11 @@ class FromSamples(Schedule, spec_name="from_samples"):
 
     def __post_init__(self) -> None:
         _inner(self.schedule)
-        _set(self, "batch_size", check.integer("batch_size", self.batch_size, minimum=1))
+        _set(
+            self,
+            "batch_size",
+            check.integer("batch_size", self.batch_size, minimum=1, maximum=_COUNT_MAX),
+        )
 
     @property
     def length(self) -> float | None:
@@ -101,7 +109,7 @@ class FromTokens(Schedule, spec_name="from_tokens"):
         _set(
             self,
             "tokens_per_step",
-            check.integer("tokens_per_step", self.tokens_per_step, minimum=1),
+            check.integer("tokens_per_step", self.tokens_per_step, minimum=1, maximum=_COUNT_MAX),
         )
 
     @property
