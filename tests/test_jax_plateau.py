@@ -166,3 +166,12 @@ def test_value_is_required() -> None:
     tx = ssj.reduce_on_plateau()
     with pytest.raises(TypeError, match="value"):
         tx.update(jnp.ones(1), tx.init(jnp.zeros(1)))
+
+
+def test_rtol_one_never_improves_as_optax() -> None:
+    # the first threshold is (1 - 1) * inf = NaN: no value is ever better, so it just counts
+    values = [1.0, 0.5, 0.1, -1.0]
+    ours = run(ssj.reduce_on_plateau(factor=0.5, patience=2, rtol=1.0), jnp.zeros(1), values)
+    assert np.isinf(np.asarray(ours[0].best_value)).all()
+    assert np.asarray(ours[0].scale).tolist() == [1, 0.5, 0.5, 0.25]
+    assert_same(ours, run(contrib.reduce_on_plateau(0.5, 2, rtol=1.0), jnp.zeros(1), values))
