@@ -10,7 +10,8 @@ optimizer (it is traceable under ``jax.jit`` and takes optax's int32 ``count``).
 * :func:`stateful` (for ``optax.inject_hyperparams``) and :func:`scale_by_learning_rate`, and
   :func:`get_learning_rate` to read the LR the last update used from an optimizer state;
 * clipping as ``optax.GradientTransformation``: :func:`clip_by_global_norm`,
-  :func:`adaptive_grad_clip`, :func:`autoclip`, :func:`zclip`, and :func:`spike_skip`.
+  :func:`adaptive_grad_clip`, :func:`autoclip`, :func:`zclip`, and :func:`spike_skip`;
+* :func:`reduce_on_plateau`: ``optax.contrib.reduce_on_plateau``'s rule with checked arguments.
 
 ``import steadystep.jax`` imports JAX and optax; install them with
 ``pip install 'steadystep[jax]'``.
@@ -41,6 +42,8 @@ from ._optax import as_optax as as_optax
 from ._optax import get_learning_rate as get_learning_rate
 from ._optax import scale_by_learning_rate as scale_by_learning_rate
 from ._optax import stateful as stateful
+from ._plateau import ReduceOnPlateauState as ReduceOnPlateauState
+from ._plateau import reduce_on_plateau as reduce_on_plateau
 from ._step import StepCount as StepCount
 from ._step import evaluate as evaluate
 from ._step import step_count as step_count
@@ -48,6 +51,7 @@ from ._step import step_count as step_count
 __all__ = [
     "ClipNormState",
     "LossSpikeSkipState",
+    "ReduceOnPlateauState",
     "ScheduleState",
     "SpikeSkipState",
     "StepCount",
@@ -59,6 +63,7 @@ __all__ = [
     "get_learning_rate",
     "last_norm",
     "loss_spike_skip",
+    "reduce_on_plateau",
     "scale_by_learning_rate",
     "spike_skip",
     "stateful",
