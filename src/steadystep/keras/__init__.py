@@ -53,7 +53,8 @@ except ImportError as exc:  # pragma: no cover - exercised in a subprocess witho
         "(pip install 'steadystep[keras,jax]')."
     ) from exc
 
+from ._clip import clipping as clipping  # noqa: E402
 from ._plateau import PlateauCallback as PlateauCallback  # noqa: E402
 from ._schedule import KerasSchedule as KerasSchedule  # noqa: E402
 
-__all__ = ["KerasSchedule", "PlateauCallback"]
+__all__ = ["KerasSchedule", "PlateauCallback", "clipping"]
