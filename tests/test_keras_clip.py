@@ -66,6 +66,19 @@ def test_clipped_sgd_step_equals_torch_clip_grad_norm(nonfinite: str) -> None:
     np.testing.assert_allclose(got_bias, want_bias, rtol=1e-6, atol=1e-7)
 
 
+def test_clip_coefficient_has_torchs_epsilon() -> None:
+    # at norm 2e-6 with max_norm 1e-6 the epsilon decides: torch 1/3, TF's formula 1/2
+    g = np.array([2e-6, 0.0], "float32")
+    opt = ssk.clipping(keras.optimizers.SGD(1.0), 1e-6)
+    a = keras.Variable(np.zeros(2, "float32"))
+    opt.apply([keras.ops.convert_to_tensor(g)], [a])
+    t = torch.zeros(2, requires_grad=True)
+    t.grad = torch.tensor(g)
+    torch.nn.utils.clip_grad_norm_([t], 1e-6)
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(a), -t.grad.numpy(), rtol=1e-6)
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(a)[0], -2e-6 / 3, rtol=1e-5)
+
+
 def test_no_clip_below_max_norm_and_none_keeps_keras_clipping() -> None:
     plain = _model(keras.optimizers.Adam(0.01, global_clipnorm=1.0))
     ours = _model(ssk.clipping(keras.optimizers.Adam(0.01, global_clipnorm=1.0), nonfinite="skip"))
