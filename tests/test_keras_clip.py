@@ -180,6 +180,11 @@ def test_skip_with_gradient_accumulation_drops_only_the_bad_micro_batch() -> Non
     ("kwargs", "error", "match"),
     [
         ({"optimizer": "adam"}, TypeError, "`optimizer`"),
+        (
+            {"optimizer": keras.optimizers.LossScaleOptimizer(keras.optimizers.SGD(0.1))},
+            TypeError,
+            "`optimizer` must not be a LossScaleOptimizer",
+        ),
         ({"max_norm": -1.0}, ValueError, "`max_norm`"),
         ({"max_norm": float("nan")}, ValueError, "`max_norm`"),
         ({"max_norm": "1"}, TypeError, "`max_norm`"),

@@ -4,8 +4,9 @@
 and choose a backend (``KERAS_BACKEND=jax`` or ``torch``; ``tensorflow`` where installed)
 before Keras is first imported. If ``KERAS_BACKEND`` is unset, Keras is not imported yet and
 TensorFlow (Keras's default backend) is not installed, this module selects ``jax`` (else
-``torch``) when installed, instead of failing. See ``docs/jax-keras.md`` for clipping with
-Keras's own ``clipnorm`` / ``global_clipnorm``.
+``torch``) when installed, instead of failing. ``clipping`` adds steadystep's global-norm clip
+and a non-finite skip to an optimizer; ``docs/jax-keras.md`` maps Keras's own ``clipnorm`` /
+``global_clipnorm`` to steadystep's functions.
 """
 
 from __future__ import annotations

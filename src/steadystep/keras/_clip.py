@@ -66,6 +66,13 @@ def clipping(
             "Argument `optimizer` must be a keras.optimizers.Optimizer. "
             f"Received: optimizer={optimizer!r}"
         )
+    if isinstance(optimizer, keras.optimizers.LossScaleOptimizer):
+        # it hands unscaled gradients to its inner optimizer, which does the clipping
+        raise TypeError(
+            "Argument `optimizer` must not be a LossScaleOptimizer (it already skips "
+            "non-finite steps; give clipping() its inner optimizer before wrapping it). "
+            f"Received: optimizer={optimizer!r}"
+        )
     if max_norm is not None:
         max_norm = check.positive("max_norm", max_norm)
     nonfinite = check.choice("nonfinite", nonfinite, ("propagate", "skip"))
