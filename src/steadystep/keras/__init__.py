@@ -4,8 +4,9 @@
 and choose a backend (``KERAS_BACKEND=jax`` or ``torch``; ``tensorflow`` where installed)
 before Keras is first imported. If ``KERAS_BACKEND`` is unset, Keras is not imported yet and
 TensorFlow (Keras's default backend) is not installed, this module selects ``jax`` (else
-``torch``) when installed, instead of failing. See ``docs/jax-keras.md`` for clipping with
-Keras's own ``clipnorm`` / ``global_clipnorm``.
+``torch``) when installed, instead of failing. ``clipping`` adds steadystep's global-norm clip
+and a non-finite skip to an optimizer; ``docs/jax-keras.md`` maps Keras's own ``clipnorm`` /
+``global_clipnorm`` to steadystep's functions.
 """
 
 from __future__ import annotations
@@ -53,7 +54,8 @@ except ImportError as exc:  # pragma: no cover - exercised in a subprocess witho
         "(pip install 'steadystep[keras,jax]')."
     ) from exc
 
+from ._clip import clipping as clipping  # noqa: E402
 from ._plateau import PlateauCallback as PlateauCallback  # noqa: E402
 from ._schedule import KerasSchedule as KerasSchedule  # noqa: E402
 
-__all__ = ["KerasSchedule", "PlateauCallback"]
+__all__ = ["KerasSchedule", "PlateauCallback", "clipping"]
