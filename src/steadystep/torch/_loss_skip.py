@@ -18,20 +18,10 @@ from torch import Tensor
 from steadystep import _check as check
 from steadystep.clip import _rules, _skip
 
+from . import _distributed as _dist
 from ._clip import apply_skip, as_parameters, disarm_stale, grad_set, restamp
 
 __all__ = ["LossSpikeSkip"]
-
-
-def _agree(flag: Tensor, process_group: Any) -> Tensor:
-    """The flag made the same on every rank of ``process_group``: any rank's skip skips all."""
-    if process_group is None:
-        return flag
-    import torch.distributed as dist
-
-    as_int = flag.to(torch.int32)
-    dist.all_reduce(as_int, op=dist.ReduceOp.MAX, group=process_group)
-    return as_int.bool()
 
 
 class LossSpikeSkip:
@@ -134,7 +124,8 @@ class LossSpikeSkip:
             sigma=self.sigma,
             min_history=self.min_history,
         )
-        skip = _agree(skip, self.process_group)
+        if self.process_group is not None:  # any rank's skip skips all
+            skip = _dist.agree(skip, self.process_group)
         disarm_stale(self.optimizer)  # a skip armed on gradients that are gone is dropped
         dropped = apply_skip(skip, gs, self.optimizer)
         restamp(self.optimizer)
