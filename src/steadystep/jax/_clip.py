@@ -308,6 +308,15 @@ class SpikeSkipState(NamedTuple):
     skipped: Array
 
 
+def check_inner(inner: Any) -> None:
+    """The transformation a skipping wrapper guards must be an optax one."""
+    if not isinstance(inner, optax.GradientTransformation):
+        raise TypeError(
+            "Argument `inner` must be an optax.GradientTransformation (e.g. optax.adam(1e-3)). "
+            f"Received: inner={inner!r}"
+        )
+
+
 def spike_skip(
     inner: optax.GradientTransformation,
     *,
@@ -333,11 +342,7 @@ def spike_skip(
         >>> float(u[0]), int(state.skipped)
         (0.0, 1)
     """
-    if not isinstance(inner, optax.GradientTransformation):
-        raise TypeError(
-            "Argument `inner` must be an optax.GradientTransformation (e.g. optax.adam(1e-3)). "
-            f"Received: inner={inner!r}"
-        )
+    check_inner(inner)
     rules.spike_step(
         rules.spike_init(window), jnp.float32(1.0), sigma=sigma, min_history=min_history
     )

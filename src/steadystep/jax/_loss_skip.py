@@ -17,6 +17,8 @@ from steadystep import clip as rules
 from steadystep.clip import _skip
 from steadystep.clip._rules import HISTORY_MAX
 
+from ._clip import check_inner
+
 __all__ = ["LossSpikeSkipState", "loss_spike_skip"]
 
 
@@ -50,11 +52,7 @@ def loss_spike_skip(
         >>> float(u[0]), int(state.skipped)
         (0.0, 1)
     """
-    if not isinstance(inner, optax.GradientTransformation):
-        raise TypeError(
-            "Argument `inner` must be an optax.GradientTransformation (e.g. optax.adam(1e-3)). "
-            f"Received: inner={inner!r}"
-        )
+    check_inner(inner)
     window = check.integer("window", window, minimum=1, maximum=HISTORY_MAX)
     signal, sigma, min_history = _skip.check_rule(signal, sigma, min_history, window)
 
