@@ -21,7 +21,7 @@ References:
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -112,7 +112,12 @@ def _safe(xp: Any, plain: Array, wide: list[Array], p: float) -> Array:
     return xp.where(_in_range(xp, plain, p), plain, _scaled_norm(xp, wide, p, plain))
 
 
-def global_norm(tensors: Sequence[Array | None], *, norm_type: float = 2.0) -> Array:
+def global_norm(
+    tensors: Sequence[Array | None],
+    *,
+    norm_type: float = 2.0,
+    cond: Callable[[Array, Callable[[], Array], Callable[[], Array]], Array] | None = None,
+) -> Array:
     """Norm of several arrays taken together, as if they were concatenated.
 
     ``global_norm = sqrt(sum(l2norm(t) ** 2 for t in tensors))`` for the default
@@ -124,6 +129,9 @@ def global_norm(tensors: Sequence[Array | None], *, norm_type: float = 2.0) -> A
     Args:
         tensors: NumPy, PyTorch or JAX arrays (one framework per call).
         norm_type: the p of the p-norm, ``float('inf')`` for the max-norm.
+        cond: a traced conditional ``cond(pred, true_fn, false_fn)`` (``jax.lax.cond``) that
+            runs the scaled second pass only where the plain norm is out of range. Without
+            it both are computed and one is selected, which needs no host read anywhere.
 
     Returns:
         A 0-dim array of the input framework.
@@ -142,7 +150,12 @@ def global_norm(tensors: Sequence[Array | None], *, norm_type: float = 2.0) -> A
         return xp.asarray(0.0, dtype=xp.float32)
     with np.errstate(over="ignore", under="ignore"):  # out-of-range sums are redone scaled
         plain = _plain_global_norm(xp, present, p)
-        return _safe(xp, plain, [_widened(xp, xp.asarray(t)) for t in present], p)
+        wide = [_widened(xp, xp.asarray(t)) for t in present]
+        if cond is None or math.isinf(p):
+            return _safe(xp, plain, wide, p)
+        return cond(
+            _in_range(xp, plain, p), lambda: plain, lambda: _scaled_norm(xp, wide, p, plain)
+        )
 
 
 def _plain_global_norm(xp: Any, present: list[Array], p: float) -> Array:

@@ -30,7 +30,6 @@ import optax
 
 from steadystep import _check as check
 from steadystep import clip as rules
-from steadystep.clip import _norm as _norm_impl
 
 __all__ = [
     "ClipNormState",
@@ -52,18 +51,10 @@ _EPS = 1e-6  # as torch.nn.utils.clip_grad_norm_ and steadystep.torch
 
 def _norm(updates: Any) -> Array:
     """Global L2 norm; out of float32 range (a finite norm above ~1.8e19, or tiny), it is
-    recomputed scaled by the largest magnitude. ``lax.cond`` runs that second pass only
-    when needed (``steadystep.clip.global_norm`` computes both and selects)."""
+    recomputed scaled by the largest magnitude, a second pass that ``lax.cond`` runs only
+    when needed."""
     leaves = [jnp.asarray(leaf) for leaf in jax.tree.leaves(updates)]
-    if not leaves:
-        return rules.global_norm(leaves)
-    plain = _norm_impl._plain_global_norm(jnp, leaves, 2.0)
-    wide = [_norm_impl._widened(jnp, leaf) for leaf in leaves]
-    return jax.lax.cond(
-        _norm_impl._in_range(jnp, plain, 2.0),
-        lambda: plain,
-        lambda: _norm_impl._scaled_norm(jnp, wide, 2.0, plain),
-    )
+    return rules.global_norm(leaves, cond=jax.lax.cond)
 
 
 def _scaled(updates: Any, factor: Array) -> Any:

@@ -4,9 +4,10 @@
 and choose a backend (``KERAS_BACKEND=jax`` or ``torch``; ``tensorflow`` where installed)
 before Keras is first imported. If ``KERAS_BACKEND`` is unset, Keras is not imported yet and
 TensorFlow (Keras's default backend) is not installed, this module selects ``jax`` (else
-``torch``) when installed, instead of failing. ``clipping`` adds steadystep's global-norm clip
-and a non-finite skip to an optimizer; ``docs/jax-keras.md`` maps Keras's own ``clipnorm`` /
-``global_clipnorm`` to steadystep's functions.
+``torch``) when installed, instead of failing. ``clipping`` adds steadystep's global-norm clip,
+the adaptive rules (``AGC``, ``AutoClip``, ``ZClip``, ``SpikeSkip``) and a non-finite skip to an
+optimizer, ``clip_stats`` reads its norm and counts; ``docs/jax-keras.md`` maps Keras's own
+``clipnorm`` / ``global_clipnorm`` to steadystep's functions.
 """
 
 from __future__ import annotations
@@ -54,8 +55,22 @@ except ImportError as exc:  # pragma: no cover - exercised in a subprocess witho
         "(pip install 'steadystep[keras,jax]')."
     ) from exc
 
+from ._adaptive import AGC as AGC  # noqa: E402
+from ._adaptive import AutoClip as AutoClip  # noqa: E402
+from ._adaptive import SpikeSkip as SpikeSkip  # noqa: E402
+from ._adaptive import ZClip as ZClip  # noqa: E402
+from ._clip import clip_stats as clip_stats  # noqa: E402
 from ._clip import clipping as clipping  # noqa: E402
 from ._plateau import PlateauCallback as PlateauCallback  # noqa: E402
 from ._schedule import KerasSchedule as KerasSchedule  # noqa: E402
 
-__all__ = ["KerasSchedule", "PlateauCallback", "clipping"]
+__all__ = [
+    "AGC",
+    "AutoClip",
+    "KerasSchedule",
+    "PlateauCallback",
+    "SpikeSkip",
+    "ZClip",
+    "clip_stats",
+    "clipping",
+]
