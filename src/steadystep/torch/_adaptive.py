@@ -300,6 +300,12 @@ class AGC(_Clipper):
             g = p.grad
             if g is None:
                 continue
+            if g.layout != torch.strided:
+                raise TypeError(
+                    "AGC clips dense gradients only (unit norms of sparse ones are not "
+                    "implemented): leave sparse parameters (nn.Embedding(sparse=True)) out of "
+                    f"its params. Received: a {g.layout} gradient of shape {tuple(g.shape)}"
+                )
             if gs.dtensors and isinstance(g, _dist._dtensor_type()):
                 sharded.append((g, p.detach()))
                 continue

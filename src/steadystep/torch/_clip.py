@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import functools
 import math
+import operator
 import weakref
 from collections.abc import Iterable
 from typing import Any, Literal, NamedTuple, overload
@@ -90,10 +91,38 @@ def as_parameters(parameters: Any) -> list[Tensor]:
     return params
 
 
+_GRAD = operator.attrgetter("grad")
+_LAYOUT = operator.attrgetter("layout")
+
+
+def dense_grad(param: Tensor) -> Tensor | None:
+    """``param.grad`` as a dense tensor that norms read and scaling changes in place.
+
+    A sparse COO gradient (``nn.Embedding(sparse=True)``) is coalesced first, duplicate
+    indices summed, and put back as ``param.grad`` (the same gradient); its values tensor,
+    which aliases it, stands for it. Other layouts are refused."""
+    g = param.grad
+    if g is None or g.layout == torch.strided:
+        return g
+    if g.layout != torch.sparse_coo:
+        raise TypeError(
+            "Argument `parameters` has a gradient with layout "
+            f"{g.layout}: dense (strided) and sparse COO gradients can be clipped. "
+            f"Received: a gradient of shape {tuple(g.shape)}"
+        )
+    if not g.is_coalesced():
+        param.grad = g = g.coalesce()
+    return g._values()
+
+
 def collect_grads(params: list[Tensor]) -> list[Tensor]:
-    """Gradients of ``params`` (those that have one), refusing gradients passed as params."""
-    grads = [p.grad for p in params]
+    """Gradients of ``params`` (those that have one; sparse ones as :func:`dense_grad`),
+    refusing gradients passed as params."""
+    grads: list[Tensor | None] = list(map(_GRAD, params))
     present = [g for g in grads if g is not None]
+    if set(map(_LAYOUT, present)) - {torch.strided}:  # rare: sparse ones, read again
+        grads = [dense_grad(p) for p in params]
+        present = [g for g in grads if g is not None]
     if len(present) != len(grads):
         for i, p in enumerate(params):
             if grads[i] is None and not p.requires_grad and not isinstance(p, torch.nn.Parameter):
@@ -221,9 +250,8 @@ class GradSet:
         plain, self.dtensors = _dist.split_dtensors(grads)
         dup_ids = {id(p) for p in self.duplicates}
         if dup_ids:
-            self.duplicate_grads = [
-                p.grad for p in params if id(p) in dup_ids and p.grad is not None
-            ]
+            dup_grads = [dense_grad(p) for p in params if id(p) in dup_ids]
+            self.duplicate_grads = [g for g in dup_grads if g is not None]
             dup_grad_ids = {id(g) for g in self.duplicate_grads}
             plain = [g for g in plain if id(g) not in dup_grad_ids]
         if contiguous and len(plain) > 1:

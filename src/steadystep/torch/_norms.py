@@ -15,7 +15,7 @@ from torch import Tensor
 
 from .. import _check as check
 from . import _distributed as _dist
-from ._clip import _acc_dtype, _foreach_ok, _grouped, grad_set
+from ._clip import _acc_dtype, _foreach_ok, _grouped, dense_grad, grad_set
 
 __all__ = ["grad_norm", "grad_norms"]
 
@@ -85,9 +85,10 @@ def grad_norms(
     if not isinstance(prefix, str):
         raise TypeError(f"Argument `prefix` must be a string. Received: prefix={prefix!r}")
     named = [(name, param) for name, param in module.named_parameters() if param.grad is not None]
-    _, dtensors = _dist.split_dtensors([param.grad for _, param in named])
+    dense = [dense_grad(param) for _, param in named]  # a sparse gradient: its values
+    _, dtensors = _dist.split_dtensors(dense)
     local = {id(g): _dist.local_tensor(g) for g in dtensors}
-    grads = [local.get(id(param.grad), param.grad) for _, param in named]
+    grads = [local.get(id(g), g) for g in dense]
     norms: dict[int, Tensor] = {}
     for (dev, dtype), tensors in _grouped(grads).items():
         acc = _acc_dtype(dtype)
