@@ -69,6 +69,15 @@ WORKER = textwrap.dedent(
         res = sst.clip_grad_norm_(dparams, 0.5, p, return_result=True)
         out[f"fsdp_{p_name}"] = [float(res.norm), float(res.coefficient)]
         out[f"fsdp_{p_name}_grads"] = [q.grad.full_tensor().flatten().tolist() for q in dparams]
+    # power sums that cross processes: norms whose fp32 squares over- or underflow
+    for name, value in (("huge", 3e19), ("tiny", 1e-25)):
+        own = torch.nn.Parameter(torch.zeros(4))
+        own.grad = torch.full((4,), value * (rank + 1))
+        out[name] = float(sst.clip_grad_norm_([own], 1.0, process_group=dist.group.WORLD))
+        full = torch.cat([torch.full((4,), value), torch.full((4,), 2 * value)])
+        q = torch.nn.Parameter(distribute_tensor(torch.zeros(8), mesh, [Shard(0)]))
+        q.grad = distribute_tensor(full, mesh, [Shard(0)])
+        out[name + "_dtensor"] = float(sst.clip_grad_norm_([q], 1.0))
     # a real FSDP2 model: fully_shard per layer and at the root, each rank its own batch
     from torch.distributed.fsdp import fully_shard
     torch.manual_seed(0)
@@ -160,6 +169,12 @@ def test_two_ranks_match_single_process(
             assert out[f"pipe_{name}_tied"] == pytest.approx(pipe[2:], rel=1e-6)
         assert results[0][f"fsdp_{name}"] == results[1][f"fsdp_{name}"]
         assert results[0][f"pipe_{name}"] == results[1][f"pipe_{name}"]
+
+    for name, value in (("huge", 3e19), ("tiny", 1e-25)):
+        want = value * math.sqrt(20.0)  # four entries of value, four of 2 * value
+        for out in results:
+            assert out[name] == pytest.approx(want, rel=1e-6), name
+            assert out[name + "_dtensor"] == pytest.approx(want, rel=1e-6), name
 
     # fully_shard averages the ranks' gradients: the single-process twin averages the losses
     torch.manual_seed(0)

@@ -304,8 +304,9 @@ class GradSet:
 
         ``process_group`` and ``agree`` as in :func:`clip_grad_norm_` (see
         ``_distributed``'s rules). Exact where fp32 arithmetic would over- or underflow: see
-        :func:`_tensor_norms` and :func:`_combined_norm` (the distributed power sums are
-        plain fp32/fp64 sums).
+        :func:`_tensor_norms` and :func:`_combined_norm`; the power sums that cross
+        processes are float64 (``_distributed.sum_dtype``), exact unless ``norm ** p``
+        leaves float64's range (only for a large ``norm_type``).
         """
         p = norm_type
         device = self.device if self.device is not None else torch.device("cpu")
@@ -362,7 +363,9 @@ class GradSet:
     def _power(stacked: Tensor, p: float) -> Tensor | None:
         if not stacked.numel():
             return None
-        return stacked.max() if math.isinf(p) else stacked.pow(p).sum()
+        if math.isinf(p):
+            return stacked.max()
+        return stacked.to(_dist.sum_dtype(stacked.device)).pow(p).sum()
 
     def _split(self, pairs: list[tuple[Any, Any]]) -> list[tuple[GradSet, Any]]:
         """One :class:`GradSet` per ``(parameters, group)`` pair; each parameter in exactly one."""

@@ -108,8 +108,16 @@ def reduced_mesh_dims(g: Any, name: str = "parameters") -> tuple[int, ...]:
     return tuple(dims)
 
 
+def sum_dtype(device: torch.device) -> torch.dtype:
+    """The dtype of power sums that cross processes: float64 (no finite fp32 norm's square
+    over- or underflows it, so a norm above ~1.8e19 or below ~1e-19 survives the sum;
+    float32 on MPS, which has no float64)."""
+    return torch.float32 if device.type == "mps" else torch.float64
+
+
 def _power_sum(tensors: list[Tensor], p: float) -> Tensor:
-    norms = torch._foreach_norm(tensors, p, dtype=torch.float32)
+    wide = sum_dtype(tensors[0].device)
+    norms = torch._foreach_norm(tensors, p, dtype=torch.float32 if math.isinf(p) else wide)
     stacked = torch.stack(norms)
     return stacked.max() if math.isinf(p) else stacked.pow(p).sum()
 
@@ -162,7 +170,9 @@ def global_power_sum(
         union = sorted({d for _, dims in entries for d in dims if mesh.size(d) > 1})
         coord = mesh.get_coordinate() if union else None
         slots = sorted({k for k, _ in entries})
-        vec = torch.zeros(len(slots), dtype=torch.float32, device=device)
+        vec = torch.zeros(
+            len(slots), dtype=torch.float32 if inf else sum_dtype(device), device=device
+        )
         for (k, dims), tensors in entries.items():
             # replicated over a reduced dimension: only its coordinate-0 copy counts
             if coord is not None and any(coord[d] != 0 for d in union if d not in dims):
