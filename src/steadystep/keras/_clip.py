@@ -329,7 +329,8 @@ def clip_stats(optimizer: keras.optimizers.Optimizer) -> dict[str, float]:
 
     ``grad/norm``: the global L2 norm, before clipping, of the last gradient applied;
     ``grad/clipped_steps`` and ``grad/skipped_steps``: how many update steps so far were
-    clipped (a coefficient below 1) and skipped (non-finite, or a spike). They are saved with
+    clipped (by steadystep: a coefficient below 1; Keras's own ``clipnorm`` is not counted) and
+    skipped (non-finite, or a spike). They are saved with
     the optimizer. Read them at a logging interval, e.g. in a callback's ``on_train_batch_end``.
     A ``LossScaleOptimizer`` is read through its inner optimizer (its own skips of overflowing
     steps are not counted: they never reach the clipping).
