@@ -337,3 +337,42 @@ def test_jax_backend_in_a_subprocess() -> None:
     )
     assert out.returncode == 0, out.stderr[-4000:]
     assert out.stdout.strip().endswith("OK"), out.stdout
+
+
+_DATA_PARALLEL = """
+import os, sys
+os.environ["KERAS_BACKEND"] = "jax"
+os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=2"
+sys.path.insert(0, sys.argv[1])
+import jax, keras, numpy as np
+import steadystep.keras as ssk, test_keras_adaptive as t
+assert len(jax.devices()) == 2
+runs = []
+for parallel in (False, True):
+    if parallel:  # each device computes half of every batch; Keras all-reduces the gradients
+        keras.distribution.set_distribution(keras.distribution.DataParallel(devices=jax.devices()))
+    opt = ssk.clipping(keras.optimizers.SGD(t.LR), rule=ssk.AutoClip(25, 8))
+    model = t._model(opt)
+    t._fit(model, t._batches(12, spikes=(5,)))
+    runs.append((t._weights(model), ssk.clip_stats(opt)))
+(one, s1), (two, s2) = runs
+assert s1["grad/clipped_steps"] == s2["grad/clipped_steps"] > 0, (s1, s2)
+assert abs(s1["grad/norm"] - s2["grad/norm"]) <= 1e-5 * s1["grad/norm"], (s1, s2)
+for a, b in zip(one, two):
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+print("OK")
+"""
+
+
+def test_jax_data_parallel_clips_by_the_global_batch_norm() -> None:
+    """Under keras.distribution.DataParallel on two devices the rule sees the norm of the
+    whole batch's gradient: the run equals the one-device run."""
+    pytest.importorskip("jax")
+    out = subprocess.run(
+        [sys.executable, "-c", _DATA_PARALLEL, str(Path(__file__).parent)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert out.returncode == 0, out.stderr[-4000:]
+    assert out.stdout.strip().endswith("OK"), out.stdout
