@@ -7,14 +7,14 @@ stateless and jitted, runs the same checks in a subprocess.
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
+
+from ._subprocess import run_ok
 
 keras = pytest.importorskip("keras")
 torch = pytest.importorskip("torch")
@@ -310,7 +310,8 @@ import os, sys, tempfile
 from pathlib import Path
 os.environ["KERAS_BACKEND"] = "jax"
 sys.path.insert(0, sys.argv[1])
-import keras, test_keras_adaptive as t
+import keras
+import tests.test_keras_adaptive as t
 assert keras.backend.backend() == "jax"
 for case in sorted(t.CASES):
     t.test_fit_takes_the_steps_of_the_torch_clipper_on_a_plain_twin(case)
@@ -329,14 +330,7 @@ def test_jax_backend_in_a_subprocess() -> None:
     if keras.backend.backend() == "jax":
         pytest.skip("jax is this process's backend, tested above")
     pytest.importorskip("jax")
-    out = subprocess.run(
-        [sys.executable, "-c", _JAX, str(Path(__file__).parent)],
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert out.returncode == 0, out.stderr[-4000:]
-    assert out.stdout.strip().endswith("OK"), out.stdout
+    run_ok(_JAX)
 
 
 _DATA_PARALLEL = """
@@ -345,7 +339,8 @@ os.environ["KERAS_BACKEND"] = "jax"
 os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=2"
 sys.path.insert(0, sys.argv[1])
 import jax, keras, numpy as np
-import steadystep.keras as ssk, test_keras_adaptive as t
+import steadystep.keras as ssk
+import tests.test_keras_adaptive as t
 assert len(jax.devices()) == 2
 runs = []
 for parallel in (False, True):
@@ -368,11 +363,4 @@ def test_jax_data_parallel_clips_by_the_global_batch_norm() -> None:
     """Under keras.distribution.DataParallel on two devices the rule sees the norm of the
     whole batch's gradient: the run equals the one-device run."""
     pytest.importorskip("jax")
-    out = subprocess.run(
-        [sys.executable, "-c", _DATA_PARALLEL, str(Path(__file__).parent)],
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert out.returncode == 0, out.stderr[-4000:]
-    assert out.stdout.strip().endswith("OK"), out.stdout
+    run_ok(_DATA_PARALLEL)

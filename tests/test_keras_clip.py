@@ -5,13 +5,12 @@ This process runs Keras's torch backend (conftest); the JAX backend runs in a su
 
 from __future__ import annotations
 
-import subprocess
-import sys
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
+
+from ._subprocess import run_ok
 
 keras = pytest.importorskip("keras")
 torch = pytest.importorskip("torch")
@@ -216,7 +215,8 @@ _JAX = """
 import os, sys
 os.environ["KERAS_BACKEND"] = "jax"
 sys.path.insert(0, sys.argv[1])
-import keras, numpy as np, test_keras_clip as t
+import keras
+import tests.test_keras_clip as t
 assert keras.backend.backend() == "jax"
 t.test_clipped_sgd_step_equals_torch_clip_grad_norm("skip")
 t.test_skip_leaves_weights_and_optimizer_state_unchanged(float("nan"))
@@ -229,11 +229,4 @@ def test_jax_backend_in_a_subprocess() -> None:
     if BACKEND == "jax":
         pytest.skip("jax is this process's backend, tested above")
     pytest.importorskip("jax")
-    out = subprocess.run(
-        [sys.executable, "-c", _JAX, str(Path(__file__).parent)],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert out.returncode == 0, out.stderr[-3000:]
-    assert out.stdout.strip().endswith("OK"), out.stdout
+    run_ok(_JAX)
