@@ -136,6 +136,26 @@ def test_steps_per_execution_takes_the_same_steps() -> None:
         np.testing.assert_allclose(a, b, rtol=1e-6)
 
 
+@pytest.mark.filterwarnings("ignore::UserWarning")  # dynamo on array_api_compat's lru_cache
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # torch.compile internals
+def test_compiled_train_step_takes_the_same_steps() -> None:
+    """``jit_compile=True``: torch.compile on the torch backend (XLA on JAX) equals eager."""
+    runs = []
+    for jit in (False, True):
+        rule = ssk.SpikeSkip(window=8, sigma=3.0, min_history=4)
+        opt = ssk.clipping(keras.optimizers.AdamW(0.01), 5.0, rule=rule)
+        keras.utils.set_random_seed(0)
+        model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+        model.compile(optimizer=opt, loss="mse", jit_compile=jit)
+        _fit(model, _batches(12, spikes=(9,)))
+        runs.append((_weights(model), ssk.clip_stats(opt)))
+    (eager, stats_eager), (compiled, stats_compiled) = runs
+    assert stats_eager["grad/skipped_steps"] == stats_compiled["grad/skipped_steps"] == 1
+    assert stats_eager["grad/clipped_steps"] == stats_compiled["grad/clipped_steps"]
+    for a, b in zip(eager, compiled, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
+
+
 def test_clip_stats_reads_through_a_loss_scale_optimizer() -> None:
     lso = keras.optimizers.LossScaleOptimizer(ssk.clipping(keras.optimizers.SGD(LR), 1.0))
     _fit(_model(lso), _batches(3))
@@ -319,6 +339,7 @@ with tempfile.TemporaryDirectory() as d:
     t.test_saved_model_reloads_with_its_clipping_and_state(Path(d))
 t.test_non_finite_batch_leaves_the_rule_state_and_is_counted()
 t.test_steps_per_execution_takes_the_same_steps()
+t.test_compiled_train_step_takes_the_same_steps()
 t.test_clip_stats_reads_through_a_loss_scale_optimizer()
 t.test_spike_skip_with_accumulation_drops_the_whole_window()
 t.test_agc_clips_each_output_unit_of_a_keras_kernel()
