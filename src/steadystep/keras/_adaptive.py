@@ -33,7 +33,6 @@ StateSpec = dict[str, tuple[tuple[int, ...], str]]
 class _Rule:
     """Shared parts: the state layout, one step of the rule, and the config."""
 
-    stateful: ClassVar[bool] = True
     skips: ClassVar[bool] = False  # a spike makes the whole step change nothing
 
     def state_spec(self) -> StateSpec:
@@ -70,7 +69,6 @@ class AGC(_Rule):
     clipping: float = 0.01
     eps: float = 1e-3
     output_axis: int = -1
-    stateful: ClassVar[bool] = False
 
     def __post_init__(self) -> None:
         rules._check_agc(self.clipping, self.eps)
