@@ -2,14 +2,8 @@
 
 from __future__ import annotations
 
-import json
 import math
-import os
-import socket
-import subprocess
-import sys
 import textwrap
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -19,6 +13,8 @@ if not torch.distributed.is_available():  # pragma: no cover
     pytest.skip("torch.distributed is not available", allow_module_level=True)
 
 import steadystep.torch as sst  # noqa: E402
+
+from ._subprocess import free_port, run_workers  # noqa: E402
 
 WORKER = textwrap.dedent(
     """
@@ -101,12 +97,6 @@ WORKER = textwrap.dedent(
 )
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _reference(p: float) -> tuple[float, float, list[list[float]], list[float]]:
     g = torch.Generator().manual_seed(0)
     grads = [
@@ -135,26 +125,11 @@ def _reference(p: float) -> tuple[float, float, list[list[float]], list[float]]:
     )
 
 
-def test_two_ranks_match_single_process(
-    tmp_path: Path, spawn: Callable[..., subprocess.Popen[str]]
-) -> None:
+def test_two_ranks_match_single_process(tmp_path: Path) -> None:
     script = tmp_path / "worker.py"
     script.write_text(WORKER)
-    port = _free_port()
-    src = str(Path(__file__).resolve().parents[1] / "src")
-    path = src + os.pathsep + os.environ.get("PYTHONPATH", "")
-    argv = [sys.executable, str(script)]
-    procs = [
-        spawn([*argv, str(rank), str(port)], PYTHONPATH=path, OMP_NUM_THREADS="1")
-        for rank in range(2)
-    ]
-    outputs = [proc.communicate(timeout=120) for proc in procs]  # the fixture kills leftovers
-    results = []
-    for stdout, stderr in outputs:
-        lines = [x for x in stdout.splitlines() if x.startswith("RESULT")]
-        assert lines, stderr[-3000:]
-        results.append(json.loads(lines[0][len("RESULT") :]))
-    assert [proc.returncode for proc in procs] == [0, 0], [err[-3000:] for _, err in outputs]
+    port = str(free_port())
+    results = run_workers([[str(script), str(rank), port] for rank in range(2)])
 
     for name, p in (("l2", 2.0), ("inf", math.inf), ("l1", 1.0)):
         norm, coef, clipped, pipe = _reference(p)

@@ -12,12 +12,8 @@ installed, a real ZeRO-1/2 engine on CPU (``_deepspeed_worker.py``) too.
 from __future__ import annotations
 
 import importlib.util
-import json
 import math
-import os
 import re
-import socket
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +24,8 @@ torch = pytest.importorskip("torch")
 import steadystep as ss  # noqa: E402
 import steadystep.torch as sst  # noqa: E402
 from steadystep.torch import _distributed as dist_rules  # noqa: E402
+
+from ._subprocess import free_port, run_workers  # noqa: E402
 
 
 def _params(*grads: list[float]) -> list[Any]:
@@ -184,22 +182,13 @@ def test_observe_bad_input() -> None:
 
 
 @pytest.mark.parametrize("stage", [1, 2])
-def test_real_deepspeed_if_installed(spawn: Any, stage: int) -> None:
+def test_real_deepspeed_if_installed(stage: int) -> None:
     """DeepSpeed's ZeRO engine on CPU: the Scheduler drives the torch optimizer inside its
     wrapper, AutoClip learns from DeepSpeed's norm (the true norm of the plain twin)."""
     if importlib.util.find_spec("deepspeed") is None:
         pytest.skip("deepspeed is not installed")
     worker = Path(__file__).with_name("_deepspeed_worker.py")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    src = str(Path(__file__).resolve().parents[1] / "src")
-    path = src + os.pathsep + os.environ.get("PYTHONPATH", "")
-    proc = spawn([sys.executable, str(worker), str(port), str(stage)], PYTHONPATH=path)
-    stdout, stderr = proc.communicate(timeout=300)
-    lines = [x for x in stdout.splitlines() if x.startswith("RESULT")]
-    assert lines, stderr[-3000:]
-    out = json.loads(lines[0][len("RESULT") :])
+    (out,) = run_workers([[str(worker), str(free_port()), str(stage)]], timeout=300)
     assert out["wrapper_is_optimizer"] is False  # DeepSpeedZeroOptimizer wraps the torch one
     norms = [row[0] for row in out["steps"]]
     assert norms == pytest.approx([row[1] for row in out["steps"]], rel=1e-5)

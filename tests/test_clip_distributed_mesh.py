@@ -11,12 +11,6 @@ every rank, and the collectives of each clip are counted.
 
 from __future__ import annotations
 
-import json
-import os
-import socket
-import subprocess
-import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -29,47 +23,18 @@ if not torch.distributed.is_available():  # pragma: no cover
 import steadystep.torch as sst  # noqa: E402
 
 from . import _mesh_worker as w  # noqa: E402
+from ._subprocess import free_port, run_workers  # noqa: E402
 
 RANKS = 4
 ALL_REDUCE = "c10d.allreduce_"
 
 
 @pytest.fixture(scope="module")
-def results() -> Iterator[list[dict[str, Any]]]:
-    """The 4 ranks' results; workers still running when the module ends are killed."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    src = str(Path(__file__).resolve().parents[1] / "src")
-    env = {
-        **os.environ,
-        "PYTHONPATH": src + os.pathsep + os.environ.get("PYTHONPATH", ""),
-        "OMP_NUM_THREADS": "1",
-    }
+def results() -> list[dict[str, Any]]:
+    """The 4 ranks' results (one world for the whole module)."""
+    port = str(free_port())
     worker = str(Path(w.__file__).resolve())
-    procs = [
-        subprocess.Popen(
-            [sys.executable, worker, str(rank), str(port)],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            env=env,
-        )
-        for rank in range(RANKS)
-    ]
-    try:
-        outputs = [proc.communicate(timeout=300) for proc in procs]
-        out = []
-        for (stdout, stderr), proc in zip(outputs, procs, strict=True):
-            lines = [x for x in stdout.splitlines() if x.startswith("RESULT")]
-            assert lines and proc.returncode == 0, stderr[-4000:]
-            out.append(json.loads(lines[0][len("RESULT") :]))
-        yield out
-    finally:
-        for proc in procs:
-            if proc.poll() is None:
-                proc.kill()
-            proc.communicate()
+    return run_workers([[worker, str(rank), port] for rank in range(RANKS)], timeout=300)
 
 
 def _grads(params: list[Any]) -> list[Any]:

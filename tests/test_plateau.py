@@ -6,13 +6,9 @@ from __future__ import annotations
 import importlib.util
 import json
 import math
-import os
-import socket
-import subprocess
 import sys
 import textwrap
 import types
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +25,8 @@ from steadystep.compat import torch as ctorch  # noqa: E402
 from steadystep.compat import transformers as ctf  # noqa: E402
 from steadystep.schedules._plateau import with_reductions  # noqa: E402
 from steadystep.torch import PlateauScheduler, Scheduler  # noqa: E402
+
+from ._subprocess import free_port, run_workers  # noqa: E402
 
 METRIC = st.one_of(
     st.sampled_from([1.0, 0.5, 0.9999, 2.0, -1.0, 0.0, math.nan, math.inf, -math.inf]),
@@ -360,28 +358,13 @@ WORKER = textwrap.dedent(
 )
 
 
-def test_two_ranks_decide_the_same(
-    tmp_path: Path, spawn: Callable[..., subprocess.Popen[str]]
-) -> None:
+def test_two_ranks_decide_the_same(tmp_path: Path) -> None:
     if not torch.distributed.is_available():  # pragma: no cover
         pytest.skip("torch.distributed is not available")
     script = tmp_path / "worker.py"
     script.write_text(WORKER)
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    src = str(Path(__file__).resolve().parents[1] / "src")
-    env = {
-        "PYTHONPATH": src + os.pathsep + os.environ.get("PYTHONPATH", ""),
-        "OMP_NUM_THREADS": "1",
-    }
-    procs = [spawn([sys.executable, str(script), str(r), str(port)], **env) for r in range(2)]
-    outs = [p.communicate(timeout=120) for p in procs]
-    results = []
-    for stdout, stderr in outs:
-        lines = [x for x in stdout.splitlines() if x.startswith("RESULT")]
-        assert lines, stderr[-3000:]
-        results.append(json.loads(lines[0][len("RESULT") :]))
+    port = str(free_port())
+    results = run_workers([[str(script), str(r), port] for r in range(2)])
     assert results[0] == results[1]
     # single-process twin on the mean metric
     opt = torch.optim.SGD(torch.nn.Linear(2, 1).parameters(), lr=0.1)
