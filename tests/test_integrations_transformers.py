@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import math
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,29 +14,17 @@ transformers = pytest.importorskip("transformers")
 import steadystep as ss  # noqa: E402
 from steadystep.integrations.transformers import SteadystepTrainer  # noqa: E402
 
+from .test_torch_clients import (  # noqa: E402
+    Tiny,
+    fresh_accelerate_state,  # noqa: F401
+    rows,
+    training_args,
+)
+
+pytestmark = pytest.mark.usefixtures("fresh_accelerate_state")
+
 SPEC = "cosine(1.0, 0.1, steps=fraction(1.0, of='rest'))"
 LR = 0.05
-
-
-class Tiny(torch.nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        torch.manual_seed(0)
-        self.lin = torch.nn.Linear(4, 1)
-
-    def forward(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> dict[str, Any]:
-        out = self.lin(x).squeeze(-1)
-        loss = torch.nn.functional.mse_loss(out, labels) if labels is not None else None
-        return {"loss": loss, "logits": out}
-
-
-def rows(n: int, bad: int | None = None) -> list[dict[str, torch.Tensor]]:
-    g = torch.Generator().manual_seed(0)
-    out = []
-    for i in range(n):
-        x = torch.randn(4, generator=g)
-        out.append({"x": x * math.inf if i == bad else x, "labels": torch.randn((), generator=g)})
-    return out
 
 
 class RecordLR(transformers.TrainerCallback):
@@ -59,35 +45,21 @@ class StopAt(transformers.TrainerCallback):
         return control
 
 
-@pytest.fixture(autouse=True)
-def fresh_accelerate_state() -> Iterator[None]:
-    accelerate_state = pytest.importorskip("accelerate.state")
-    accelerate_state.AcceleratorState._reset_state(True)
-    accelerate_state.GradientState._reset_state()
-    yield
-    accelerate_state.AcceleratorState._reset_state(True)
-    accelerate_state.GradientState._reset_state()
-
-
 def make(tmp_path: Path, steps: int = 8, data: Any = None, **kwargs: Any) -> tuple[Any, RecordLR]:
-    args = transformers.TrainingArguments(
-        output_dir=str(tmp_path),
-        per_device_train_batch_size=2,
+    args = training_args(
+        tmp_path,
         learning_rate=LR,
         warmup_steps=0.25,  # a ratio of the run (transformers 4: warmup_ratio=0.25)
         max_steps=steps,
-        report_to=[],
-        use_cpu=True,
         save_strategy="steps",
         save_steps=4,
+        logging_strategy="steps",
         logging_steps=2,
-        disable_tqdm=True,
-        dataloader_num_workers=0,
         optim="sgd",
     )
     record = RecordLR()
     trainer = SteadystepTrainer(
-        model=Tiny(),
+        model=Tiny(seed=0),
         args=args,
         train_dataset=rows(64) if data is None else data,
         callbacks=[record],

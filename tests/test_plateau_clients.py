@@ -12,7 +12,12 @@ torch = pytest.importorskip("torch")
 import steadystep as ss  # noqa: E402
 from steadystep.torch import PlateauScheduler  # noqa: E402
 
-from .test_torch_clients import Tiny, fresh_accelerate_state, rows  # noqa: E402, F401
+from .test_torch_clients import (  # noqa: E402
+    Tiny,
+    fresh_accelerate_state,  # noqa: F401
+    rows,
+    training_args,
+)
 
 # threshold 0.9: only a 90% better metric counts, so every evaluation is bad; patience 0
 RULE = {"factor": 0.5, "patience": 0, "threshold": 0.9}
@@ -32,19 +37,8 @@ def test_hugging_face_trainer_reduces_on_eval_loss(tmp_path: Any, monkeypatch: A
     sched = PlateauScheduler(opt, ss.plateau(ss.constant(0.01), **RULE))
     used: list[float] = []
     opt.register_step_pre_hook(lambda o, a, k: used.append(o.param_groups[0]["lr"]))
-    args = transformers.TrainingArguments(
-        output_dir=str(tmp_path),
-        per_device_train_batch_size=2,
-        max_steps=6,
-        eval_strategy="steps",
-        eval_steps=2,
-        metric_for_best_model="loss",
-        report_to=[],
-        use_cpu=True,
-        save_strategy="no",
-        logging_strategy="no",
-        disable_tqdm=True,
-        dataloader_num_workers=0,
+    args = training_args(
+        tmp_path, max_steps=6, eval_strategy="steps", eval_steps=2, metric_for_best_model="loss"
     )
     trainer = transformers.Trainer(
         model=model,

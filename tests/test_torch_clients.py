@@ -7,6 +7,7 @@ rate every real update used (recorded by an optimizer step pre-hook) against the
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from typing import Any
 
@@ -30,8 +31,10 @@ def record_lrs(opt: torch.optim.Optimizer) -> list[float]:
 
 
 class Tiny(torch.nn.Module):
-    def __init__(self) -> None:
+    def __init__(self, seed: int | None = None) -> None:
         super().__init__()
+        if seed is not None:
+            torch.manual_seed(seed)
         self.lin = torch.nn.Linear(4, 1)
 
     def forward(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> dict[str, Any]:
@@ -40,11 +43,31 @@ class Tiny(torch.nn.Module):
         return {"loss": loss, "logits": out}
 
 
-def rows(n: int) -> list[dict[str, torch.Tensor]]:
+def rows(n: int, bad: int | None = None) -> list[dict[str, torch.Tensor]]:
+    """``n`` samples; the inputs of sample ``bad`` are made infinite (a corrupt batch)."""
     g = torch.Generator().manual_seed(0)
-    return [
-        {"x": torch.randn(4, generator=g), "labels": torch.randn((), generator=g)} for _ in range(n)
-    ]
+    out = []
+    for i in range(n):
+        x = torch.randn(4, generator=g)
+        out.append({"x": x * math.inf if i == bad else x, "labels": torch.randn((), generator=g)})
+    return out
+
+
+def training_args(tmp_path: Any, **settings: Any) -> Any:
+    """``TrainingArguments`` for a quiet CPU run (batches of 2, no reports, no progress bar,
+    no saving or logging unless ``settings`` ask for them)."""
+    transformers = pytest.importorskip("transformers", reason="transformers not installed")
+    quiet: dict[str, Any] = {
+        "output_dir": str(tmp_path),
+        "per_device_train_batch_size": 2,
+        "report_to": [],
+        "use_cpu": True,
+        "save_strategy": "no",
+        "logging_strategy": "no",
+        "disable_tqdm": True,
+        "dataloader_num_workers": 0,
+    }
+    return transformers.TrainingArguments(**{**quiet, **settings})
 
 
 @pytest.fixture
@@ -64,18 +87,7 @@ def test_hugging_face_trainer(tmp_path: Any) -> None:
     opt = torch.optim.AdamW(model.parameters(), lr=1.0)
     sched = Scheduler(opt, SCHEDULE)
     used = record_lrs(opt)
-    args = transformers.TrainingArguments(
-        output_dir=str(tmp_path),
-        per_device_train_batch_size=2,
-        gradient_accumulation_steps=2,
-        max_steps=UPDATES,
-        report_to=[],
-        use_cpu=True,
-        save_strategy="no",
-        logging_strategy="no",
-        disable_tqdm=True,
-        dataloader_num_workers=0,
-    )
+    args = training_args(tmp_path, gradient_accumulation_steps=2, max_steps=UPDATES)
     trainer = transformers.Trainer(
         model=model, args=args, train_dataset=rows(64), optimizers=(opt, sched)
     )
