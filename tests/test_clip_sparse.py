@@ -94,6 +94,32 @@ def test_grad_buffer_falls_back_to_reading_the_sparse_gradient() -> None:
         torch.testing.assert_close(a, b)
 
 
+def test_unfreezing_and_hand_set_sparse_gradients_between_steps() -> None:
+    """A buffer built from the model while the embedding is frozen; then it is unfrozen (a
+    sparse gradient appears outside the buffer), then its gradient is replaced by hand."""
+    sparse, dense = _model(True), _model(False)
+    for model in (sparse, dense):
+        model[0].weight.requires_grad_(False)
+    buf = sst.contiguous_grads(sparse)
+    for step in range(3):
+        if step == 1:
+            for model in (sparse, dense):
+                model[0].weight.requires_grad_(True)
+        for model in (sparse, dense):
+            model.zero_grad()
+            _backward(model, 3.0 + step)
+        if step == 2:
+            sparse[0].weight.grad = sparse[0].weight.grad * 2.0  # a new sparse tensor
+            dense[0].weight.grad = dense[0].weight.grad * 2.0
+        got = sst.clip_grad_norm_(buf, 0.5)
+        want = torch.nn.utils.clip_grad_norm_(dense.parameters(), 0.5)
+        torch.testing.assert_close(got, want)
+        for p, q in zip(sparse.parameters(), dense.parameters(), strict=True):
+            assert (p.grad is None) == (q.grad is None)
+            if p.grad is not None:
+                torch.testing.assert_close(p.grad.to_dense(), q.grad)
+
+
 def test_non_finite_sparse_gradient_is_skipped() -> None:
     sparse, _ = _pair()
     opt = torch.optim.SGD(sparse.parameters(), lr=0.1)
@@ -110,8 +136,14 @@ def test_non_finite_sparse_gradient_is_skipped() -> None:
 @pytest.mark.filterwarnings("ignore:Sparse CSR tensor support is in beta")
 def test_agc_and_other_layouts_are_refused_clearly() -> None:
     sparse, _ = _pair()
+    opt = torch.optim.SGD(sparse.parameters(), lr=0.1)
+    agc = sst.AGC(sparse.parameters(), nonfinite="skip", optimizer=opt)
+    grad = sparse[0].weight.grad
     with pytest.raises(TypeError, match="AGC clips dense gradients only"):
-        sst.AGC(sparse.parameters()).clip()
+        agc.clip()
+    # refused before any work: the gradient untouched, nothing recorded or armed
+    assert sparse[0].weight.grad is grad and not grad.is_coalesced()
+    assert agc.last is None
     w = torch.nn.Parameter(torch.eye(3).to_sparse_csr())
     w.grad = torch.eye(3).to_sparse_csr()
     with pytest.raises(TypeError, match=r"layout torch\.sparse_csr"):

@@ -288,6 +288,16 @@ class AGC(_Clipper):
         first (see ``_distributed.unit_norms``). ``last.coefficient`` is then the smallest
         factor among this rank's units.
         """
+        # before any work: a refusal leaves the gradients, the statistics and the optimizer as
+        # they were
+        for p in as_parameters(self._source):
+            if p.grad is not None and p.grad.layout != torch.strided:
+                raise TypeError(
+                    "AGC clips dense gradients only (unit norms of sparse ones are not "
+                    "implemented): leave sparse parameters (nn.Embedding(sparse=True)) out of "
+                    f"its params. Received: a {p.grad.layout} gradient of shape "
+                    f"{tuple(p.grad.shape)}"
+                )
         gs, total = self._norm()
         result = clip_with_threshold(
             gs, total, math.inf, nonfinite=self.nonfinite, optimizer=self.optimizer
@@ -300,12 +310,6 @@ class AGC(_Clipper):
             g = p.grad
             if g is None:
                 continue
-            if g.layout != torch.strided:
-                raise TypeError(
-                    "AGC clips dense gradients only (unit norms of sparse ones are not "
-                    "implemented): leave sparse parameters (nn.Embedding(sparse=True)) out of "
-                    f"its params. Received: a {g.layout} gradient of shape {tuple(g.shape)}"
-                )
             if gs.dtensors and isinstance(g, _dist._dtensor_type()):
                 sharded.append((g, p.detach()))
                 continue
