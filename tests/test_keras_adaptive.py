@@ -163,6 +163,43 @@ def test_clip_stats_reads_through_a_loss_scale_optimizer() -> None:
     assert ssk.clip_stats(lso)["grad/clipped_steps"] == 3
 
 
+def test_freezing_a_layer_between_fits_keeps_agc_on_the_right_weights() -> None:
+    """The trainable set shrinks after the optimizer was built (torch backend; Keras's JAX
+    backend refuses that even without steadystep): AGC pairs each gradient with its own
+    weight and the frozen layer stays put. A torch twin freezes the same layer."""
+    if keras.backend.backend() == "jax":
+        pytest.skip("Keras's JAX backend cannot shrink the trainable set of a built optimizer")
+    opt = ssk.clipping(keras.optimizers.SGD(LR), rule=ssk.AGC(0.05), nonfinite="skip")
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(4), keras.layers.Dense(2)])
+    model.compile(optimizer=opt, loss="mse")
+    start = [torch.nn.Parameter(torch.tensor(w.T.copy())) for w in _weights(model)]
+    x, y = _batches(10, spikes=(7,))
+    _fit(model, (x[:4], y[:4]))
+    model.layers[0].trainable = False
+    frozen = _weights(model)[:2]
+    model.compile(optimizer=opt, loss="mse")
+    _fit(model, (x[4:], y[4:]))
+    for a, b in zip(_weights(model)[:2], frozen, strict=True):
+        np.testing.assert_array_equal(a, b)
+
+    w1, b1, w2, b2 = start
+    sgd = torch.optim.SGD(start, lr=LR)
+    every, last = sst.AGC(start, 0.05), sst.AGC([w2, b2], 0.05)
+    for i, (xb, yb) in enumerate(zip(x, y, strict=True)):
+        sgd.zero_grad()
+        if i == 4:
+            w1.requires_grad_(False)
+            b1.requires_grad_(False)
+        out = (torch.tensor(xb) @ w1.T + b1) @ w2.T + b2
+        ((out - torch.tensor(yb)) ** 2).mean().backward()
+        (every if i < 4 else last).clip()
+        sgd.step()
+    want = [t.detach().numpy().T for t in start]
+    for got, expected in zip(_weights(model), want, strict=True):
+        np.testing.assert_allclose(got, expected, rtol=2e-5, atol=1e-6)
+
+
 def _values(opt: Any) -> list[np.ndarray]:
     return [np.array(keras.ops.convert_to_numpy(v)) for v in opt.variables]
 
