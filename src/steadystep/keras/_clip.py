@@ -75,13 +75,18 @@ class Clipping:
             return
         super().build(variables)  # type: ignore[misc]
         rule = self.__dict__["_steadystep"]["rule"]
-        spec = dict(_OWN)
-        if rule is not None:
-            spec.update({f"rule_{k}": v for k, v in rule.state_spec().items()})
-        self.__dict__["_steadystep_variables"] = {
-            name: self.add_variable(shape, dtype=dtype, name=f"steadystep_{name}")  # type: ignore[attr-defined]
-            for name, (shape, dtype) in spec.items()
-        }
+
+        def add(spec: dict[str, tuple[tuple[int, ...], str]], prefix: str) -> dict[str, Any]:
+            return {
+                name: self.add_variable(shape, dtype=dtype, name=f"{prefix}{name}")  # type: ignore[attr-defined]
+                for name, (shape, dtype) in spec.items()
+            }
+
+        self.__dict__["_steadystep_variables"] = add(_OWN, "steadystep_")
+        # the rule's state, after the clipping's own variables (the order they are saved in)
+        self.__dict__["_steadystep_rule_variables"] = add(
+            {} if rule is None else rule.state_spec(), "steadystep_rule_"
+        )
 
     def _backend_apply_gradients(self, grads: list[Any], trainable_variables: list[Any]) -> Any:
         # AGC needs the weights; Keras hands them here, not to _clip_gradients
@@ -109,11 +114,10 @@ class Clipping:
         else:
             threshold = keras.ops.convert_to_tensor(math.inf if max_norm is None else max_norm)
             if rule is not None:
-                names = [k for k in own if k.startswith("rule_")]
-                state = {k[len("rule_") :]: own[k].value for k in names}
-                new, rule_threshold, spike = rule.step(state, norm)
-                for k in names:
-                    own[k].assign(new[k[len("rule_") :]])
+                state = self.__dict__["_steadystep_rule_variables"]
+                new, rule_threshold, spike = rule.step({k: v.value for k, v in state.items()}, norm)
+                for k, v in state.items():
+                    v.assign(new[k])
                 if rule_threshold is not None:
                     threshold = keras.ops.minimum(threshold, rule_threshold)
                 if spike is not None:
@@ -164,7 +168,9 @@ class Clipping:
                 self.build(trainable_variables)
             self.built = True
         own = self._steadystep_vars()
-        keep = {id(v) for k, v in own.items() if k != "clipped"}  # statistics see every step
+        # statistics see every step, skipped or not
+        kept = [v for k, v in own.items() if k != "clipped"]
+        keep = {id(v) for v in [*kept, *self.__dict__["_steadystep_rule_variables"].values()]}
         model_vars = (
             list(self._trainable_variables)  # type: ignore[attr-defined]
             if trainable_variables is None
