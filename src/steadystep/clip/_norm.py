@@ -150,11 +150,14 @@ def global_norm(
         return xp.asarray(0.0, dtype=xp.float32)
     with np.errstate(over="ignore", under="ignore"):  # out-of-range sums are redone scaled
         plain = _plain_global_norm(xp, present, p)
-        wide = [_widened(xp, xp.asarray(t)) for t in present]
+
+        def widened() -> list[Array]:  # under `cond`, only in the branch that needs them
+            return [_widened(xp, xp.asarray(t)) for t in present]
+
         if cond is None or math.isinf(p):
-            return _safe(xp, plain, wide, p)
+            return _safe(xp, plain, widened(), p)
         return cond(
-            _in_range(xp, plain, p), lambda: plain, lambda: _scaled_norm(xp, wide, p, plain)
+            _in_range(xp, plain, p), lambda: plain, lambda: _scaled_norm(xp, widened(), p, plain)
         )
 
 
